@@ -1,0 +1,76 @@
+"""Run a job for one agent through Dagster, from the CLI or Python.
+
+Runs go to the instance at ``DAGSTER_HOME`` so they show in the UI's run history, exactly like
+the runs the schedules and sensors start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import dagster as dg
+
+from bindu_pipelines.partitions import agent_partitions
+from bindu_pipelines.resources import BinduDatabase
+from bindu_runtime import PromptStore
+
+
+class UnknownAgent(LookupError):
+    """The agent has no prompts in the database, so there is nothing to run for it."""
+
+
+def ensure_agent_partition(instance: dg.DagsterInstance, store: PromptStore, agent_id: str) -> None:
+    """Add the agent's partition if the agent is known to the prompts table; refuse otherwise."""
+    if agent_id not in store.list_agents():
+        raise UnknownAgent(f"unknown agent {agent_id!r}: no prompts in the database (has its router bootstrapped?)")
+    if not instance.has_dynamic_partition(agent_partitions.name, agent_id):
+        instance.add_dynamic_partitions(agent_partitions.name, [agent_id])
+
+
+def in_progress_runs(instance: dg.DagsterInstance, job_name: str, tags: Mapping[str, str]) -> list[dg.DagsterRun]:
+    """Runs of ``job_name`` with these tags that are queued or running right now."""
+    return list(
+        instance.get_runs(
+            filters=dg.RunsFilter(
+                job_name=job_name,
+                tags=dict(tags),
+                statuses=[
+                    dg.DagsterRunStatus.QUEUED,
+                    dg.DagsterRunStatus.NOT_STARTED,
+                    dg.DagsterRunStatus.STARTING,
+                    dg.DagsterRunStatus.STARTED,
+                ],
+            )
+        )
+    )
+
+
+def run_job_for_agent(
+    job_name: str,
+    agent_id: str,
+    *,
+    run_config: Mapping[str, Any] | None = None,
+    tags: Mapping[str, str] | None = None,
+    instance: dg.DagsterInstance | None = None,
+    definitions: dg.Definitions | None = None,
+) -> dg.ExecuteInProcessResult:
+    """Execute ``job_name`` for the agent's partition in this process, recorded in the instance.
+
+    Raises UnknownAgent for an agent without prompts. The result is returned whether the run
+    succeeded or not (``raise_on_error=False``); callers report ``result.success``.
+    """
+    if definitions is None:
+        from bindu_pipelines.definitions import defs as definitions
+    instance = instance or dg.DagsterInstance.get()
+    database = definitions.resources.get("bindu_db") if definitions.resources else None
+    store = (database if isinstance(database, BinduDatabase) else BinduDatabase()).store()
+    ensure_agent_partition(instance, store, agent_id)
+    job = definitions.resolve_job_def(job_name)
+    return job.execute_in_process(
+        run_config=dict(run_config or {}),
+        instance=instance,
+        partition_key=agent_id,
+        tags=dict(tags or {}),
+        raise_on_error=False,
+    )

@@ -1,0 +1,43 @@
+"""bindu_runtime: what a live Bindu agent imports to pick its system prompt and record feedback.
+
+Depends only on SQLAlchemy and a database driver; never on Dagster, DSPy, pandas or LiteLLM.
+"""
+
+from .config import resolve_database_url
+from .db import make_engine
+from .errors import (
+    BinduError,
+    ConfigurationError,
+    ExperimentRunning,
+    FeedbackError,
+    InvariantViolation,
+    NoActivePrompt,
+    NoExperiment,
+    StaleTransition,
+    UnknownTask,
+)
+from .feedback import FeedbackCollector
+from .router import PromptChoice, PromptRouter
+from .schema import upgrade
+from .store import Prompt, PromptStore, ServingState
+
+__all__ = [
+    "BinduError",
+    "ConfigurationError",
+    "ExperimentRunning",
+    "FeedbackCollector",
+    "FeedbackError",
+    "InvariantViolation",
+    "NoActivePrompt",
+    "NoExperiment",
+    "Prompt",
+    "PromptChoice",
+    "PromptRouter",
+    "PromptStore",
+    "ServingState",
+    "StaleTransition",
+    "UnknownTask",
+    "make_engine",
+    "resolve_database_url",
+    "upgrade",
+]

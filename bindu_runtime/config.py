@@ -1,0 +1,64 @@
+"""Where the Bindu database is.
+
+Order: an explicit URL, then ``BINDU_DATABASE_URL``, then the seed's ``STORAGE__POSTGRES_URL``,
+then an SQLite file under ``$DAGSTER_HOME`` (or ``./dagster_home``) for the embedded default.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+
+from .errors import ConfigurationError
+
+DEFAULT_SQLITE_FILENAME = "bindu.sqlite"
+
+# SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3, which we do not ship; Bindu itself
+# configures asyncpg. The runtime is synchronous and uses psycopg2 for all of them.
+_POSTGRES_DRIVER_ALIASES = {
+    "postgres",
+    "postgresql",
+    "postgresql+asyncpg",
+    "postgresql+psycopg",
+}
+
+
+def default_sqlite_url() -> str:
+    home = Path(os.environ.get("DAGSTER_HOME") or Path.cwd() / "dagster_home")
+    return f"sqlite:///{(home / DEFAULT_SQLITE_FILENAME).resolve()}"
+
+
+def normalize_database_url(url: str) -> str:
+    """Name the driver explicitly so the URL means the same on every SQLAlchemy version."""
+    try:
+        parsed = make_url(url)
+    except Exception as exc:  # sqlalchemy raises ArgumentError with the URL (and password) in it
+        raise ConfigurationError("database URL is not a valid SQLAlchemy URL") from None
+    if parsed.drivername in _POSTGRES_DRIVER_ALIASES:
+        parsed = parsed.set(drivername="postgresql+psycopg2")
+    if parsed.get_backend_name() not in {"postgresql", "sqlite"}:
+        raise ConfigurationError(
+            f"unsupported database backend {parsed.get_backend_name()!r}: use PostgreSQL or SQLite"
+        )
+    return parsed.render_as_string(hide_password=False)
+
+
+def resolve_database_url(url: str | None = None) -> str:
+    for candidate in (
+        url,
+        os.environ.get("BINDU_DATABASE_URL"),
+        os.environ.get("STORAGE__POSTGRES_URL"),
+    ):
+        if candidate and candidate.strip():
+            return normalize_database_url(candidate.strip())
+    return default_sqlite_url()
+
+
+def redact_url(url: str) -> str:
+    """The URL as it may appear in logs and metadata: never with its password."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<invalid database URL>"

@@ -1,0 +1,40 @@
+"""Errors the runtime raises. Each says what was wrong in one line a person can act on."""
+
+
+class BinduError(Exception):
+    """Base class for every error raised by bindu_runtime."""
+
+
+class ConfigurationError(BinduError):
+    """The database URL or another setting cannot be used."""
+
+
+class NoActivePrompt(BinduError):
+    """The agent has no active prompt (never bootstrapped, or unknown agent)."""
+
+
+class ExperimentRunning(BinduError):
+    """A candidate already exists for the agent: only one experiment at a time."""
+
+
+class NoExperiment(BinduError):
+    """A canary transition was asked for but the agent has no candidate."""
+
+
+class StaleTransition(BinduError):
+    """The prompt state changed since the caller read it; the transition was not applied.
+
+    Two controllers deciding on the same state apply one decision: the second gets this.
+    """
+
+
+class InvariantViolation(BinduError):
+    """A change would break a prompt-state invariant; nothing was written."""
+
+
+class FeedbackError(BinduError, ValueError):
+    """Feedback that cannot be recorded as given; nothing was written."""
+
+
+class UnknownTask(FeedbackError, LookupError):
+    """Feedback or a prompt stamp names a task that is not in the database."""
