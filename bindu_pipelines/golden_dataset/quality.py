@@ -1,0 +1,135 @@
+"""Quality stages after extraction, in the seed's order: filter by quality, validate,
+deduplicate; then the deterministic train/validation split.
+
+- filter: ``require_feedback`` drops interactions without a valid score (the seed accepted the
+  flag and ignored it); ``min_feedback_threshold`` drops scores below it.
+- validate: Unicode normalisation (NFC by default, NFKC on request), whitespace tidied (runs of
+  spaces/tabs collapsed, trailing spaces and surplus blank lines removed), minimum lengths,
+  and input != output (compared after normalisation, case-insensitively).
+- deduplicate: exact (user_input, agent_output) pairs, then pairs equal after NFKC,
+  case-folding and whitespace collapsing. The first occurrence is kept (the fetch reads
+  newest first, so the most recent copy wins).
+- split: ``validation`` when a salted hash of the task id falls below ``validation_fraction``:
+  stable across runs and machines, and all examples of one task land on the same side.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import unicodedata
+from dataclasses import dataclass
+from typing import Literal
+
+NO_FEEDBACK = "no_feedback"
+BELOW_THRESHOLD = "below_feedback_threshold"
+INPUT_TOO_SHORT = "input_too_short"
+OUTPUT_TOO_SHORT = "output_too_short"
+INPUT_EQUALS_OUTPUT = "input_equals_output"
+DUPLICATE_EXACT = "duplicate_exact"
+DUPLICATE_NORMALIZED = "duplicate_normalized"
+
+TRAIN = "train"
+VALIDATION = "validation"
+
+_HORIZONTAL_SPACE = re.compile(r"[^\S\n]+")
+_SPACE_AROUND_NEWLINE = re.compile(r" ?\n ?")
+_BLANK_LINES = re.compile(r"\n{3,}")
+_ANY_SPACE = re.compile(r"\s+")
+
+
+@dataclass(frozen=True)
+class QualitySettings:
+    require_feedback: bool = True
+    min_feedback_threshold: float = 0.0
+    unicode_form: Literal["NFC", "NFKC"] = "NFC"
+    min_input_chars: int = 2
+    min_output_chars: int = 2
+    validation_fraction: float = 0.2
+    split_salt: str = "bindu-golden-v1"
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.min_feedback_threshold <= 1.0:
+            raise ValueError(f"min_feedback_threshold must be within 0..1, got {self.min_feedback_threshold}")
+        if self.unicode_form not in ("NFC", "NFKC"):
+            raise ValueError(f"unicode_form must be NFC or NFKC, got {self.unicode_form!r}")
+        if not 0.0 <= self.validation_fraction < 1.0:
+            raise ValueError(f"validation_fraction must be within [0, 1), got {self.validation_fraction}")
+        if self.min_input_chars < 1 or self.min_output_chars < 1:
+            raise ValueError("minimum lengths must be at least 1")
+
+
+def quality_drop_reason(score: float | None, settings: QualitySettings) -> str | None:
+    """Why an interaction with this feedback score is filtered out, or None to keep it."""
+    if score is None or (isinstance(score, float) and math.isnan(score)):
+        return NO_FEEDBACK if settings.require_feedback else None
+    if score < settings.min_feedback_threshold:
+        return BELOW_THRESHOLD
+    return None
+
+
+def normalize_text(text: str, form: str = "NFC") -> str:
+    """Unicode-normalised text with tidy whitespace (line breaks kept, at most one blank line)."""
+    if not text.isascii():
+        text = unicodedata.normalize(form, text)
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = _HORIZONTAL_SPACE.sub(" ", text)
+    if "\n" in text:
+        text = _BLANK_LINES.sub("\n\n", _SPACE_AROUND_NEWLINE.sub("\n", text))
+    return text.strip()
+
+
+def comparison_key(text: str) -> str:
+    """Text reduced for "same meaning" comparisons: NFKC, case-folded, whitespace collapsed."""
+    if not text.isascii():
+        text = unicodedata.normalize("NFKC", text)
+    return _ANY_SPACE.sub(" ", text.casefold()).strip()
+
+
+def validate_pair(user_input: str, agent_output: str, settings: QualitySettings) -> tuple[str, str, str | None]:
+    """(normalised input, normalised output, drop reason or None)."""
+    user_input = normalize_text(user_input, settings.unicode_form)
+    agent_output = normalize_text(agent_output, settings.unicode_form)
+    if len(user_input) < settings.min_input_chars:
+        return user_input, agent_output, INPUT_TOO_SHORT
+    if len(agent_output) < settings.min_output_chars:
+        return user_input, agent_output, OUTPUT_TOO_SHORT
+    if comparison_key(user_input) == comparison_key(agent_output):
+        return user_input, agent_output, INPUT_EQUALS_OUTPUT
+    return user_input, agent_output, None
+
+
+def _digest(*texts: str) -> bytes:
+    hasher = hashlib.blake2b(digest_size=16)
+    for text in texts:
+        hasher.update(text.encode("utf-8", "surrogatepass"))
+        hasher.update(b"\x00")
+    return hasher.digest()
+
+
+class Deduplicator:
+    """Remembers 16-byte digests of pairs seen so far (bounded memory: ~100 bytes a pair)."""
+
+    def __init__(self) -> None:
+        self._exact: set[bytes] = set()
+        self._normalized: set[bytes] = set()
+
+    def drop_reason(self, user_input: str, agent_output: str) -> str | None:
+        exact = _digest(user_input, agent_output)
+        if exact in self._exact:
+            return DUPLICATE_EXACT
+        normalized = _digest(comparison_key(user_input), comparison_key(agent_output))
+        if normalized in self._normalized:
+            return DUPLICATE_NORMALIZED
+        self._exact.add(exact)
+        self._normalized.add(normalized)
+        return None
+
+
+def split_for(task_id: str, validation_fraction: float = 0.2, salt: str = "bindu-golden-v1") -> str:
+    """``"validation"`` or ``"train"`` for a task id, by a salted hash (deterministic)."""
+    digest = hashlib.blake2b(f"{salt}:{task_id}".encode(), digest_size=8).digest()
+    bucket = int.from_bytes(digest, "big") / 2**64
+    return VALIDATION if bucket < validation_fraction else TRAIN

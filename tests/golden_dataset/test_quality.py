@@ -1,0 +1,87 @@
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bindu_pipelines.golden_dataset.quality import (
+    BELOW_THRESHOLD,
+    DUPLICATE_EXACT,
+    DUPLICATE_NORMALIZED,
+    INPUT_EQUALS_OUTPUT,
+    INPUT_TOO_SHORT,
+    NO_FEEDBACK,
+    OUTPUT_TOO_SHORT,
+    Deduplicator,
+    QualitySettings,
+    comparison_key,
+    normalize_text,
+    quality_drop_reason,
+    split_for,
+    validate_pair,
+)
+
+
+def test_quality_filter_honours_require_feedback():
+    strict = QualitySettings(require_feedback=True, min_feedback_threshold=0.5)
+    lenient = QualitySettings(require_feedback=False, min_feedback_threshold=0.5)
+    assert quality_drop_reason(None, strict) == NO_FEEDBACK
+    assert quality_drop_reason(math.nan, strict) == NO_FEEDBACK
+    assert quality_drop_reason(None, lenient) is None
+    assert quality_drop_reason(0.25, lenient) == BELOW_THRESHOLD
+    assert quality_drop_reason(0.5, strict) is None
+
+
+def test_normalize_text():
+    assert normalize_text("  cafe\u0301 \t\t ok  \r\n\r\n\r\n\n next  ") == "caf\u00e9 ok\n\nnext"
+    assert normalize_text("\uff21\uff22 \ufb01", "NFKC") == "AB fi"
+    assert normalize_text("\uff21\uff22", "NFC") == "\uff21\uff22"
+
+
+def test_validate_pair():
+    settings = QualitySettings(min_input_chars=3, min_output_chars=3)
+    assert validate_pair(" hi ", "hello", settings)[2] == INPUT_TOO_SHORT
+    assert validate_pair("hello", "ok", settings)[2] == OUTPUT_TOO_SHORT
+    assert validate_pair("Same  Text", "same text", settings)[2] == INPUT_EQUALS_OUTPUT
+    assert validate_pair("what?  ", " answer\t here", settings) == ("what?", "answer here", None)
+
+
+def test_deduplicator_exact_then_normalised():
+    dedupe = Deduplicator()
+    assert dedupe.drop_reason("How are you?", "Fine.") is None
+    assert dedupe.drop_reason("How are you?", "Fine.") == DUPLICATE_EXACT
+    assert dedupe.drop_reason("how are  YOU?", "fine.") == DUPLICATE_NORMALIZED
+    assert dedupe.drop_reason("How are you?", "Great.") is None
+    # The pair boundary matters: ("ab", "c") is not ("a", "bc").
+    assert dedupe.drop_reason("ab", "c") is None
+    assert dedupe.drop_reason("a", "bc") is None
+
+
+def test_split_is_deterministic_and_near_fraction():
+    ids = [f"task-{i}" for i in range(4000)]
+    splits = [split_for(i, 0.2) for i in ids]
+    assert splits == [split_for(i, 0.2) for i in ids]
+    share = splits.count("validation") / len(ids)
+    assert 0.17 < share < 0.23
+    assert all(split_for(i, 0.0) == "train" for i in ids[:100])
+
+
+def test_settings_are_checked():
+    with pytest.raises(ValueError, match="min_feedback_threshold"):
+        QualitySettings(min_feedback_threshold=1.5)
+    with pytest.raises(ValueError, match="unicode_form"):
+        QualitySettings(unicode_form="NFD")
+
+
+@given(st.text(max_size=60))
+def test_normalize_text_is_idempotent_and_trimmed(text):
+    once = normalize_text(text, "NFKC")
+    assert normalize_text(once, "NFKC") == once
+    assert once == once.strip()
+    assert "  " not in once and "\n\n\n" not in once
+
+
+@given(st.text(max_size=40), st.text(max_size=40))
+def test_comparison_key_ignores_case_and_spacing(a, b):
+    assert comparison_key(f" {a.upper()}  ") == comparison_key(a.upper())
+    assert comparison_key(a) == comparison_key(comparison_key(a))
