@@ -49,9 +49,10 @@ def main(argv: list[str] | None = None) -> int:
         "events/hours = medians over decided runs (total feedback events, both arms).",
         "",
     ]
-    header = f"{'scenario':<46} {'target':>9} | " + " | ".join(
-        f"{p + ': promoted   rb    und events  hours':<40}" for p in POLICIES
-    )
+    width = 40
+    columns = f"{'promoted':>9} {'rb':>7} {'und':>6} {'events':>7} {'hours':>6}"
+    lines.append(f"{'':<46} {'':>9} | " + " | ".join(f"{p:^{width}}" for p in POLICIES))
+    header = f"{'scenario':<46} {'target':>9} | " + " | ".join(f"{columns:>{width}}" for _ in POLICIES)
     lines += [header, "-" * len(header)]
     verdicts = []
     for label, rate, scale, loss, target, comparison in CELLS:
@@ -71,15 +72,15 @@ def main(argv: list[str] | None = None) -> int:
                 ),
                 policy,
             )
-            events = f"{result.median_events_to_decision:6.0f}" if result.median_events_to_decision is not None else "     -"
-            hours = f"{result.median_hours_to_decision:5.0f}" if result.median_hours_to_decision is not None else "    -"
+            events = f"{result.median_events_to_decision:.0f}" if result.median_events_to_decision is not None else "-"
+            hours = f"{result.median_hours_to_decision:.0f}" if result.median_hours_to_decision is not None else "-"
             cells.append(
-                f"{'':<{len(policy) + 2}}{result.promoted:8.2%} {result.rolled_back:6.1%} {result.undecided:5.1%} {events} {hours}"
+                f"{result.promoted:>9.2%} {result.rolled_back:>7.1%} {result.undecided:>6.1%} {events:>7} {hours:>6}"
             )
             if policy == "sequential" and target is not None:
                 ok = result.promoted <= target if comparison == "<=" else result.promoted >= target
                 verdicts.append(f"{'MET ' if ok else 'MISSED'} {label}: promoted {result.promoted:.2%} (target {comparison} {target:.1%})")
-        lines.append(row + " | ".join(f"{c:<40}" for c in cells))
+        lines.append(row + " | ".join(f"{c:>{width}}" for c in cells))
     lines += ["", "sequential policy vs DESIGN §8:", *("  " + v for v in verdicts)]
     lines.append(f"\nwall time {time.perf_counter() - started:.1f} s")
     text = "\n".join(lines)

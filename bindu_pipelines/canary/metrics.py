@@ -1,0 +1,204 @@
+"""Per-arm feedback since the experiment started, aggregated by the database.
+
+One query returns, for the active and the candidate prompt and for each traffic segment of the
+experiment, how many tasks have feedback, the sum of their scores and the sum of squared scores.
+No task or feedback row is loaded into Python.
+
+The feedback scale is applied in SQL, on SQLite JSON and PostgreSQL JSONB alike, with the rule the
+golden dataset applies in Python (``bindu_pipelines.golden_dataset.feedback``):
+
+- a rating r in 1..5 (a JSON number equal to such an integer, or a string holding one in plain
+  decimal notation: "4", "4.0", " +4 ") scores (r-1)/4; anything else is not a rating;
+- thumbs_up true / 1 / "true" / "yes" / "1" scores 1 and false / 0 / "false" / "no" / "0" scores 0
+  (strings case-insensitive, surrounding whitespace ignored);
+- a valid rating wins over thumbs in the same row;
+- a task counts once: its latest valid row by (created_at, id) wins.
+
+Known difference from Python's ``float()``: rating strings in exponent notation ("4e0") or with
+underscores are not ratings here. Bindu writes integers, so this only matters for hand-made rows.
+
+A task belongs to the arm of its ``prompt_id`` and to the traffic segment of its ``created_at``
+(when it was routed). Only tasks created since the experiment started and before ``as_of`` count,
+and only feedback written up to ``as_of``, so the same numbers can be recomputed for any past hour.
+The index ``ix_tasks_prompt_id_created_at`` makes the task side a range scan per arm.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import sqlalchemy as sa
+
+from bindu_pipelines.canary.policy import ArmStats, SplitCounts
+from bindu_runtime.schema import Timestamp
+
+__all__ = ["ArmMetrics", "ExperimentMetrics", "TrafficSegment", "experiment_metrics", "feedback_score_sql"]
+
+_WHITESPACE_PG = r"E' \t\r\n'"
+_WHITESPACE_SQLITE = "' ' || char(9, 10, 13)"
+
+
+def _postgres_score(fd: str) -> str:
+    rating_text = f"btrim({fd}->>'rating', {_WHITESPACE_PG})"
+    thumbs_text = f"lower(btrim({fd}->>'thumbs_up', {_WHITESPACE_PG}))"
+    # CASE, unlike AND, evaluates in order: the numeric casts only see text that is a number.
+    return f"""CASE WHEN jsonb_typeof({fd}) = 'object' THEN COALESCE(
+        CASE
+            WHEN jsonb_typeof({fd}->'rating') = 'number' THEN
+                CASE WHEN ({fd}->>'rating')::numeric IN (1, 2, 3, 4, 5) THEN (({fd}->>'rating')::numeric - 1) / 4 END
+            WHEN jsonb_typeof({fd}->'rating') = 'string' AND {rating_text} ~ '^\\+?([0-9]+\\.?[0-9]*|\\.[0-9]+)$' THEN
+                CASE WHEN {rating_text}::numeric IN (1, 2, 3, 4, 5) THEN ({rating_text}::numeric - 1) / 4 END
+        END,
+        CASE
+            WHEN jsonb_typeof({fd}->'thumbs_up') = 'boolean' THEN CASE WHEN ({fd}->'thumbs_up')::boolean THEN 1 ELSE 0 END
+            WHEN jsonb_typeof({fd}->'thumbs_up') = 'number' AND {fd}->>'thumbs_up' IN ('0', '1') THEN ({fd}->>'thumbs_up')::numeric
+            WHEN jsonb_typeof({fd}->'thumbs_up') = 'string' AND {thumbs_text} IN ('true', 'yes', '1') THEN 1
+            WHEN jsonb_typeof({fd}->'thumbs_up') = 'string' AND {thumbs_text} IN ('false', 'no', '0') THEN 0
+        END) END"""
+
+
+def _sqlite_score(fd: str) -> str:
+    rating = f"json_extract({fd}, '$.rating')"
+    trimmed = f"trim({rating}, {_WHITESPACE_SQLITE})"
+    unsigned = f"(CASE WHEN substr({trimmed}, 1, 1) = '+' THEN substr({trimmed}, 2) ELSE {trimmed} END)"
+    plain_decimal = (
+        f"{unsigned} NOT IN ('', '.') AND {unsigned} NOT GLOB '*[^0-9.]*' "
+        f"AND length({unsigned}) - length(replace({unsigned}, '.', '')) <= 1"
+    )
+    thumbs = f"json_extract({fd}, '$.thumbs_up')"
+    thumbs_text = f"lower(trim({thumbs}, {_WHITESPACE_SQLITE}))"
+    return f"""CASE WHEN json_valid({fd}) AND json_type({fd}) = 'object' THEN COALESCE(
+        CASE
+            WHEN json_type({fd}, '$.rating') IN ('integer', 'real') AND {rating} IN (1, 2, 3, 4, 5) THEN ({rating} - 1) / 4.0
+            WHEN json_type({fd}, '$.rating') = 'text' AND {plain_decimal} AND CAST({unsigned} AS REAL) IN (1, 2, 3, 4, 5)
+                THEN (CAST({unsigned} AS REAL) - 1) / 4.0
+        END,
+        CASE
+            WHEN json_type({fd}, '$.thumbs_up') = 'true' THEN 1.0
+            WHEN json_type({fd}, '$.thumbs_up') = 'false' THEN 0.0
+            WHEN json_type({fd}, '$.thumbs_up') = 'integer' AND {thumbs} IN (0, 1) THEN {thumbs} * 1.0
+            WHEN json_type({fd}, '$.thumbs_up') = 'text' AND {thumbs_text} IN ('true', 'yes', '1') THEN 1.0
+            WHEN json_type({fd}, '$.thumbs_up') = 'text' AND {thumbs_text} IN ('false', 'no', '0') THEN 0.0
+        END) END"""
+
+
+def feedback_score_sql(dialect_name: str, column: str = "f.feedback_data") -> str:
+    """SQL expression: the normalised score of one feedback row, NULL when it is not valid."""
+    if dialect_name == "postgresql":
+        return _postgres_score(column)
+    if dialect_name == "sqlite":
+        return _sqlite_score(column)
+    raise ValueError(f"the canary aggregate supports SQLite and PostgreSQL, not {dialect_name}")
+
+
+@dataclass(frozen=True)
+class TrafficSegment:
+    """From ``start`` on (until the next segment), the candidate was configured at ``share``."""
+
+    start: datetime
+    share: float
+
+
+@dataclass(frozen=True)
+class ArmMetrics:
+    prompt_id: str
+    stats: ArmStats
+    tasks_by_segment: tuple[int, ...]  # tasks with valid feedback routed during each segment
+
+
+@dataclass(frozen=True)
+class ExperimentMetrics:
+    active: ArmMetrics
+    candidate: ArmMetrics
+    segments: tuple[TrafficSegment, ...]
+
+    def split(self) -> SplitCounts:
+        """Observed vs configured split of the tasks the comparison is computed on."""
+        return SplitCounts.from_segments(
+            (a, c, segment.share)
+            for a, c, segment in zip(
+                self.active.tasks_by_segment, self.candidate.tasks_by_segment, self.segments, strict=True
+            )
+        )
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _aggregate_sql(dialect_name: str, segment_count: int) -> str:
+    segment_case = " ".join(
+        f"WHEN t.created_at >= :segment_{index} THEN {index}" for index in reversed(range(1, segment_count))
+    )
+    segment_expr = f"CASE {segment_case} ELSE 0 END" if segment_count > 1 else "0"
+    return f"""
+        WITH scored AS (
+            SELECT t.prompt_id AS prompt_id,
+                   {segment_expr} AS segment,
+                   f.task_id AS task_id,
+                   f.created_at AS feedback_at,
+                   f.id AS feedback_id,
+                   {feedback_score_sql(dialect_name)} AS score
+              FROM tasks AS t
+              JOIN task_feedback AS f ON f.task_id = t.id
+             WHERE t.prompt_id IN (:active_id, :candidate_id)
+               AND t.created_at >= :since AND t.created_at < :as_of
+               AND f.created_at <= :as_of
+        ),
+        latest AS (
+            SELECT prompt_id, segment, score,
+                   ROW_NUMBER() OVER (PARTITION BY task_id ORDER BY feedback_at DESC, feedback_id DESC) AS position
+              FROM scored
+             WHERE score IS NOT NULL
+        )
+        SELECT prompt_id, segment, COUNT(*) AS tasks, SUM(score) AS total, SUM(score * score) AS total_sq
+          FROM latest
+         WHERE position = 1
+         GROUP BY prompt_id, segment
+    """
+
+
+def experiment_metrics(
+    connection: sa.Connection | sa.Engine,
+    *,
+    active_id: str,
+    candidate_id: str,
+    segments: Sequence[TrafficSegment],
+    as_of: datetime,
+) -> ExperimentMetrics:
+    """Both arms' feedback since ``segments[0].start`` (the experiment's start) up to ``as_of``."""
+    if not segments:
+        raise ValueError("an experiment has at least one traffic segment (its start)")
+    starts = [_utc(segment.start) for segment in segments]
+    if starts != sorted(starts):
+        raise ValueError("traffic segments must be in time order")
+    dialect_name = connection.dialect.name
+    params: dict[str, object] = {"active_id": active_id, "candidate_id": candidate_id, "since": starts[0], "as_of": _utc(as_of)}
+    params.update({f"segment_{index}": start for index, start in enumerate(starts) if index})
+    statement = sa.text(_aggregate_sql(dialect_name, len(segments))).bindparams(
+        *(sa.bindparam(name, type_=Timestamp) for name in params if name not in ("active_id", "candidate_id"))
+    )
+    if isinstance(connection, sa.Engine):
+        with connection.connect() as conn:
+            rows = conn.execute(statement, params).mappings().all()
+    else:
+        rows = connection.execute(statement, params).mappings().all()
+
+    per_arm = {active_id: [0, 0.0, 0.0, [0] * len(segments)], candidate_id: [0, 0.0, 0.0, [0] * len(segments)]}
+    for row in rows:
+        arm = per_arm[row["prompt_id"]]
+        arm[0] += int(row["tasks"])
+        arm[1] += float(Decimal(str(row["total"])))
+        arm[2] += float(Decimal(str(row["total_sq"])))
+        arm[3][int(row["segment"])] += int(row["tasks"])
+
+    def arm(prompt_id: str) -> ArmMetrics:
+        n, total, total_sq, by_segment = per_arm[prompt_id]
+        # Float sums of exact quarter scores stay exact; clamp guards the ArmStats invariants anyway.
+        total = min(total, float(n))
+        return ArmMetrics(prompt_id, ArmStats(n, total, min(total_sq, total)), tuple(by_segment))
+
+    return ExperimentMetrics(arm(active_id), arm(candidate_id), tuple(segments))

@@ -1,0 +1,143 @@
+"""The SQL aggregate against the golden dataset's Python feedback rule, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from bindu_pipelines.canary.metrics import TrafficSegment, experiment_metrics
+from bindu_pipelines.golden_dataset.feedback import combine_task_feedback
+from bindu_runtime import PromptStore
+from bindu_runtime.schema import task_feedback, tasks
+
+START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+# Every shape of feedback_data the scale has a rule for, valid and not.
+FEEDBACK_SHAPES = [
+    {"rating": 5}, {"rating": 1}, {"rating": 3}, {"rating": 4.0}, {"rating": "4"}, {"rating": " 2 "},
+    {"rating": "3.0"}, {"rating": "+4"}, {"rating": "05"}, {"rating": "4."},
+    {"rating": "five"}, {"rating": 0}, {"rating": 6}, {"rating": 4.5}, {"rating": "4.5"}, {"rating": True},
+    {"rating": None}, {"rating": ""}, {"rating": "."},
+    {"thumbs_up": True}, {"thumbs_up": False}, {"thumbs_up": "yes"}, {"thumbs_up": "NO"}, {"thumbs_up": " True "},
+    {"thumbs_up": "1"}, {"thumbs_up": "0"}, {"thumbs_up": 1}, {"thumbs_up": 0}, {"thumbs_up": 1.0},
+    {"thumbs_up": "maybe"}, {"thumbs_up": None}, {"thumbs_up": 2},
+    {"rating": 2, "thumbs_up": True}, {"rating": "bad", "thumbs_up": False}, {"rating": 9, "thumbs_up": "yes"},
+    {"feedback": "text only"}, {}, ["rating", 5], "just a string", 5,
+]  # fmt: skip
+
+
+def _seed(engine: sa.Engine, rng: random.Random):
+    store = PromptStore(engine, clock=lambda: START - timedelta(days=3))
+    active = store.bootstrap("agent-m", "You are helpful.")
+    candidate = PromptStore(engine, clock=lambda: START).start_experiment("agent-m", "You are concise.", source="test")
+    other = PromptStore(engine, clock=lambda: START).bootstrap("agent-other", "Other agent.")
+    as_of = START + timedelta(hours=30)
+    step_at = START + timedelta(hours=12)
+    task_rows, feedback_rows = [], []
+    for index in range(400):
+        prompt_id = rng.choice([active.id, active.id, candidate.id, other.id])
+        # Some tasks before the start (excluded) and after as_of (excluded).
+        created = START + timedelta(minutes=rng.randint(-600, 32 * 60))
+        task_id = uuid.UUID(int=rng.getrandbits(128))
+        task_rows.append({
+            "id": task_id, "context_id": uuid.uuid4(), "kind": "task", "state": "completed",
+            "state_timestamp": created, "history": [], "prompt_id": prompt_id,
+            "created_at": created, "updated_at": created,
+        })  # fmt: skip
+        for _ in range(rng.choice([0, 1, 1, 1, 2, 3])):
+            # Equal timestamps happen (ties broken by id); some feedback arrives after as_of.
+            at = created + timedelta(minutes=rng.choice([0, 5, 5, 30, 60 * 40]))
+            feedback_rows.append({"task_id": task_id, "feedback_data": rng.choice(FEEDBACK_SHAPES), "created_at": at})
+    with engine.begin() as connection:
+        connection.execute(tasks.insert(), task_rows)
+        connection.execute(task_feedback.insert(), feedback_rows)
+    return active, candidate, step_at, as_of
+
+
+def _python_expectation(engine, active_id, candidate_id, step_at, as_of):
+    """Load everything and apply the golden dataset's Python rule: the reference answer."""
+    with engine.connect() as connection:
+        task_list = connection.execute(sa.select(tasks.c.id, tasks.c.prompt_id, tasks.c.created_at)).all()
+        rows = connection.execute(
+            sa.select(task_feedback.c.id, task_feedback.c.task_id, task_feedback.c.created_at, task_feedback.c.feedback_data)
+        ).all()
+    utc = lambda moment: moment if moment.tzinfo else moment.replace(tzinfo=UTC)  # noqa: E731
+    by_task = defaultdict(list)
+    for row in rows:
+        if utc(row.created_at) <= as_of:
+            by_task[row.task_id].append((row.id, utc(row.created_at), row.feedback_data))
+    expected = {active_id: [0, 0.0, 0.0, [0, 0]], candidate_id: [0, 0.0, 0.0, [0, 0]]}
+    for task in task_list:
+        created = utc(task.created_at)
+        if task.prompt_id not in expected or not (START <= created < as_of):
+            continue
+        verdict = combine_task_feedback(by_task.get(task.id, []))
+        if verdict.score is None:
+            continue
+        arm = expected[task.prompt_id]
+        arm[0] += 1
+        arm[1] += verdict.score
+        arm[2] += verdict.score**2
+        arm[3][1 if created >= step_at else 0] += 1
+    return expected
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_sql_aggregate_matches_the_python_feedback_rule(engine, seed):
+    active, candidate, step_at, as_of = _seed(engine, random.Random(seed))
+    segments = [TrafficSegment(START, 0.1), TrafficSegment(step_at, 0.25)]
+    metrics = experiment_metrics(engine, active_id=active.id, candidate_id=candidate.id, segments=segments, as_of=as_of)
+    expected = _python_expectation(engine, active.id, candidate.id, step_at, as_of)
+    for arm in (metrics.active, metrics.candidate):
+        n, total, total_sq, by_segment = expected[arm.prompt_id]
+        assert n > 20  # the seeded data really exercises the arm
+        assert (arm.stats.n, list(arm.tasks_by_segment)) == (n, by_segment)
+        assert arm.stats.total == pytest.approx(total) and arm.stats.total_sq == pytest.approx(total_sq)
+    split = metrics.split()
+    assert split.observed == sum(expected[candidate.id][3])
+    assert split.expected == pytest.approx(
+        sum(expected[active.id][3][i] + expected[candidate.id][3][i] for i in (0,)) * 0.1
+        + sum(expected[active.id][3][i] + expected[candidate.id][3][i] for i in (1,)) * 0.25
+    )
+
+
+def test_revised_feedback_counts_once_with_the_latest_valid_row(engine):
+    store = PromptStore(engine, clock=lambda: START)
+    active = store.bootstrap("agent-r", "A")
+    candidate = store.start_experiment("agent-r", "B", source="test")
+    task_id = uuid.uuid4()
+    at = START + timedelta(hours=1)
+    with engine.begin() as connection:
+        connection.execute(tasks.insert().values(
+            id=task_id, context_id=uuid.uuid4(), kind="task", state="completed", state_timestamp=at,
+            history=[], prompt_id=candidate.id, created_at=at, updated_at=at,
+        ))  # fmt: skip
+        connection.execute(task_feedback.insert(), [
+            {"task_id": task_id, "feedback_data": {"thumbs_up": False}, "created_at": at},
+            {"task_id": task_id, "feedback_data": {"rating": 5}, "created_at": at + timedelta(minutes=5)},
+            {"task_id": task_id, "feedback_data": {"rating": "five"}, "created_at": at + timedelta(minutes=9)},
+        ])  # fmt: skip
+    metrics = experiment_metrics(
+        engine, active_id=active.id, candidate_id=candidate.id,
+        segments=[TrafficSegment(START, 0.1)], as_of=START + timedelta(hours=2),
+    )  # fmt: skip
+    assert (metrics.candidate.stats.n, metrics.candidate.stats.total) == (1, 1.0)
+    earlier = experiment_metrics(
+        engine, active_id=active.id, candidate_id=candidate.id,
+        segments=[TrafficSegment(START, 0.1)], as_of=at + timedelta(minutes=1),
+    )  # fmt: skip
+    assert (earlier.candidate.stats.n, earlier.candidate.stats.total) == (1, 0.0)
+    assert metrics.active.stats.n == 0
+
+
+def test_segments_must_be_given_in_order(engine):
+    with pytest.raises(ValueError, match="time order"):
+        experiment_metrics(
+            engine, active_id="a", candidate_id="c",
+            segments=[TrafficSegment(START, 0.1), TrafficSegment(START - timedelta(hours=1), 0.25)], as_of=START,
+        )  # fmt: skip
