@@ -1,0 +1,5 @@
+import sys
+
+from bindu_pipelines.cli import main
+
+sys.exit(main())
