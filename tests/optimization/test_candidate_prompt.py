@@ -1,0 +1,110 @@
+"""End to end through Dagster (ephemeral instance, in-process) with the offline model."""
+
+from __future__ import annotations
+
+import dspy
+import pytest
+
+from bindu_pipelines.optimization.lm import LanguageModel
+from bindu_pipelines.optimization.offline_lm import OFFLINE_MODEL, OfflineLM
+from bindu_pipelines.optimization.program import AgentProgram
+from bindu_pipelines.optimization.text import directives, house_style
+from bindu_runtime import PromptRouter
+
+from .conftest import ACTIVE_PROMPT, AGENT, candidate_metadata, failure_reason, materialize_candidate
+from .golden_frames import golden_frame
+
+
+def _serve_as_candidate(router: PromptRouter) -> str:
+    for i in range(2000):
+        choice = router.select(key=f"user-{i}")
+        if choice.status == "candidate":
+            return choice.text
+    raise AssertionError("the router never served the candidate")
+
+
+@pytest.mark.parametrize("optimizer", ["simba", "gepa", "miprov2"])
+def test_optimizer_writes_a_candidate_that_passed_the_gate(optimizer, database, instance):
+    url, store = database
+    active = store.get_active_prompt(AGENT)
+    result = materialize_candidate(instance, url, golden_frame(), optimizer=optimizer)
+    assert result.success
+    meta = candidate_metadata(result)
+    assert meta["outcome"] == "candidate_started" and meta["gate_verdict"] == "accepted"
+    assert meta["candidate_score"] > meta["active_score"] and meta["lower_bound"] > 0
+    assert meta["lm_calls"] > 0 and meta["lm_tokens"] > 0
+    assert meta["lm_model"] == f"{OFFLINE_MODEL} (offline demo model)"
+    assert "```diff" in meta["prompt_diff"] and meta["optimizer_settings"]["optimizer"] == optimizer
+
+    candidate = store.get_candidate_prompt(AGENT)
+    assert candidate.id == meta["candidate_prompt_id"] and candidate.parent_id == active.id
+    assert candidate.source == optimizer and str(candidate.traffic) in ("0.1", "0.1000")
+    assert str(store.get_active_prompt(AGENT).traffic) in ("0.9", "0.9000")
+    assert candidate.prompt_text != ACTIVE_PROMPT and candidate.prompt_text.startswith(ACTIVE_PROMPT)
+    details = candidate.details
+    assert details["lm"]["lm_model"] == OFFLINE_MODEL and details["lm"]["lm_offline"] is True
+    assert details["scores"]["candidate"] > details["scores"]["active"]
+    assert len(details["dataset"]["fingerprint"]) == 16 and details["usage"]["lm_calls"] == meta["lm_calls"]
+
+    # What the router serves is the stored text, and it is exactly the system message the agent sends.
+    router = PromptRouter(url, agent_id=AGENT, default_prompt="unused default")
+    try:
+        served = _serve_as_candidate(router)
+    finally:
+        router.close()
+    assert served == candidate.prompt_text
+    lm = OfflineLM()
+    with dspy.context(lm=lm):
+        AgentProgram(served)(user_input="How do I get a refund?")
+    assert lm.history[-1]["messages"][0] == {"role": "system", "content": served}
+
+
+def test_gate_rejects_a_candidate_that_is_no_better(database, instance):
+    url, store = database
+    frame = golden_frame()
+    liked = frame[(frame.split == "train") & (frame.feedback_score >= 0.5)].agent_output.tolist()
+    disliked = frame[(frame.split == "train") & (frame.feedback_score < 0.5)].agent_output.tolist()
+    # An active prompt that already says everything the data can teach.
+    best = ACTIVE_PROMPT + "\n\n" + " ".join(directives(house_style(liked, disliked)))
+    store.start_experiment(AGENT, best, source="test")
+    store.promote(AGENT, candidate_id=store.get_candidate_prompt(AGENT).id)
+    before = store.list_prompts(AGENT)
+
+    result = materialize_candidate(instance, url, frame, optimizer="gepa")
+    assert result.success
+    meta = candidate_metadata(result)
+    assert meta["outcome"] == "rejected" and meta["gate_verdict"] == "rejected"
+    assert "active_score" in meta and "candidate_score" in meta
+    assert meta["candidate_score"] <= meta["active_score"] + 1e-9 or meta["lower_bound"] <= 0
+    assert store.list_prompts(AGENT) == before and store.get_candidate_prompt(AGENT) is None
+
+
+def test_guard_skips_while_an_experiment_runs(database, instance):
+    url, store = database
+    store.start_experiment(AGENT, "Someone else's candidate.", source="test")
+    before = store.list_prompts(AGENT)
+    result = materialize_candidate(instance, url, golden_frame())
+    assert result.success
+    meta = candidate_metadata(result)
+    assert meta["outcome"] == "skipped" and "experiment is running" in meta["reason"]
+    assert store.list_prompts(AGENT) == before
+
+
+def test_too_little_data_is_skipped_not_failed(database, instance):
+    url, store = database
+    result = materialize_candidate(instance, url, golden_frame(n_train=1, n_validation=1))
+    assert result.success
+    meta = candidate_metadata(result)
+    assert meta["outcome"] == "skipped" and "not enough data" in meta["reason"]
+    assert store.get_candidate_prompt(AGENT) is None
+
+
+def test_budget_exhausted_fails_the_run_and_writes_nothing(database, instance):
+    url, store = database
+    before = store.list_prompts(AGENT)
+    result = materialize_candidate(
+        instance, url, golden_frame(), language_model=LanguageModel(num_threads=1, budget_calls=15)
+    )
+    assert not result.success
+    assert "LM budget exhausted: 15 calls reached the cap of 15" in failure_reason(result)
+    assert store.list_prompts(AGENT) == before
