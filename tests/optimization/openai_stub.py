@@ -34,7 +34,7 @@ class OpenAIStub:
 
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
-                stub.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
+                stub.requests.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body})
                 if not self.path.endswith("/chat/completions"):
                     return self._send(404, {"error": {"message": "not found"}})
                 if stub.mode == "error" or (stub.mode == "flaky" and len(stub.requests) == 1):
