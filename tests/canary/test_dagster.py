@@ -1,0 +1,114 @@
+"""The canary's Dagster layer on an ephemeral instance: asset, job, sensor, schedule, CLI."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+import pytest
+
+from bindu_pipelines.canary.assets import CANARY_AGENT_TAG, traffic_decision
+from bindu_pipelines.canary.definitions import defs as canary_defs
+from bindu_pipelines.canary.sensors import MIN_NEW_FEEDBACK, canary_sensor, hourly_canary_schedule
+from bindu_pipelines.cli import main
+from bindu_pipelines.partitions import agent_partitions
+from bindu_pipelines.resources import BinduDatabase
+from bindu_runtime import PromptStore, make_engine, upgrade
+from tests.canary.conftest import T0, start_experiment, write_rate
+
+
+@pytest.fixture
+def sqlite_engine(sqlite_url):
+    engine = make_engine(sqlite_url)
+    upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+def _instance_with(agent_id: str) -> dg.DagsterInstance:
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(agent_partitions.name, [agent_id])
+    return instance
+
+
+def test_materialization_records_the_decision_as_plottable_metadata(sqlite_url, sqlite_engine):
+    active, candidate = start_experiment(sqlite_engine)
+    write_rate(sqlite_engine, active.id, T0 + timedelta(hours=1), 1000, 0.80)
+    write_rate(sqlite_engine, candidate.id, T0 + timedelta(hours=1), 110, 0.40)
+    result = dg.materialize(
+        [traffic_decision],
+        instance=_instance_with("bot"),
+        partition_key="bot",
+        resources={"bindu_db": BinduDatabase(url=sqlite_url)},
+        run_config={"ops": {"traffic_decision": {"config": {"as_of": (T0 + timedelta(hours=3)).isoformat()}}}},
+    )
+    assert result.success
+    metadata = result.asset_materializations_for_node("traffic_decision")[0].metadata
+    assert metadata["decision"].value == "rollback" and metadata["status"].value == "applied"
+    assert isinstance(metadata["candidate_mean_score"], dg.FloatMetadataValue)
+    assert metadata["candidate_mean_score"].value == pytest.approx(44 / 110)
+    assert metadata["active_feedback_tasks"].value == 1000
+    assert (metadata["traffic_before"].value, metadata["traffic_after"].value) == (0.1, 0.0)
+    assert metadata["upper_bound"].value < 0 and "Decision: rollback" in metadata["summary"].value
+    assert PromptStore(sqlite_engine).get_candidate_prompt("bot") is None
+
+
+def test_unknown_agent_fails_the_run_with_a_clear_message(sqlite_url, sqlite_engine):
+    result = dg.materialize(
+        [traffic_decision], instance=_instance_with("ghost"), partition_key="ghost",
+        resources={"bindu_db": BinduDatabase(url=sqlite_url)}, raise_on_error=False,
+    )  # fmt: skip
+    assert not result.success
+    failure = result.get_step_failure_events()[0].step_failure_data
+    assert "unknown agent 'ghost'" in failure.user_failure_data.description
+
+
+def test_sensor_requests_a_run_only_after_enough_new_feedback(sqlite_url, sqlite_engine):
+    active, candidate = start_experiment(sqlite_engine, at=T0)
+    instance = _instance_with("bot")
+    resources = {"bindu_db": BinduDatabase(url=sqlite_url)}
+    write_rate(sqlite_engine, active.id, T0 + timedelta(minutes=5), MIN_NEW_FEEDBACK - 10, 0.7)
+    with dg.build_sensor_context(instance=instance, resources=resources) as context:
+        skipped = canary_sensor(context)
+    assert isinstance(skipped, dg.SkipReason) and f"bot ({MIN_NEW_FEEDBACK - 10} new)" in skipped.skip_message
+    write_rate(sqlite_engine, candidate.id, T0 + timedelta(minutes=6), 10, 0.7)
+    with dg.build_sensor_context(instance=instance, resources=resources) as context:
+        result = canary_sensor(context)
+    assert [(r.partition_key, r.tags[CANARY_AGENT_TAG]) for r in result.run_requests] == [("bot", "bot")]
+    cursor = result.cursor
+    assert json.loads(cursor) == {"bot": [candidate.id, MIN_NEW_FEEDBACK]}
+    # Nothing new since that request: the next tick skips.
+    with dg.build_sensor_context(instance=instance, resources=resources, cursor=cursor) as context:
+        assert isinstance(canary_sensor(context), dg.SkipReason)
+
+
+def test_hourly_schedule_targets_agents_with_experiments(sqlite_url, sqlite_engine):
+    start_experiment(sqlite_engine, agent_id="bot")
+    PromptStore(sqlite_engine).bootstrap("calm", "No experiment here.")
+    assert hourly_canary_schedule.cron_schedule == "0 * * * *"
+    with dg.instance_for_test() as instance:
+        with dg.build_schedule_context(instance=instance, resources={"bindu_db": BinduDatabase(url=sqlite_url)}) as context:
+            requests = hourly_canary_schedule(context)
+        assert [(r.partition_key, r.tags[CANARY_AGENT_TAG]) for r in requests] == [("bot", "bot")]
+        assert instance.has_dynamic_partition(agent_partitions.name, "bot")
+
+
+def test_canary_definitions_load_with_the_project():
+    from bindu_pipelines.definitions import defs
+
+    assert defs.resolve_job_def("canary_job").name == "canary_job"
+    assert {s.name for s in canary_defs.sensors} == {"canary_sensor"}
+    assert defs.resolve_assets_def("traffic_decision").group_names_by_key[dg.AssetKey("traffic_decision")] == "canary"
+
+
+def test_cli_canary_runs_through_dagster_and_reports(sqlite_url, sqlite_engine, monkeypatch, capsys):
+    monkeypatch.setenv("BINDU_DATABASE_URL", sqlite_url)
+    start_experiment(sqlite_engine, at=datetime.now(UTC) - timedelta(hours=1))  # the CLI decides as of now
+    assert main(["canary", "--agent", "bot", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["status"] == "held" and printed["decision"] == "hold" and printed["run_id"]
+    run = dg.DagsterInstance.get().get_run_by_id(printed["run_id"])
+    assert run.job_name == "canary_job" and run.tags[CANARY_AGENT_TAG] == "bot"
+    assert main(["canary", "--agent", "ghost"]) == 1
+    assert "unknown agent 'ghost'" in capsys.readouterr().err
