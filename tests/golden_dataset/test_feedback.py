@@ -129,7 +129,13 @@ def test_rating_rule(rating, form):
         assert verdict.invalid_reason == INVALID_RATING
 
 
-@given(st.lists(st.tuples(st.integers(0, 50), st.integers(0, 5), st.sampled_from([1, 2, 3, 4, 5, "x"])), max_size=8))
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 50), st.integers(0, 5), st.sampled_from([1, 2, 3, 4, 5, "x"])),
+        max_size=8,
+        unique_by=lambda row: row[0],  # feedback ids are primary keys
+    )
+)
 def test_combined_score_is_the_latest_valid_rating(rows):
     feedback = [(row_id, T0 + timedelta(minutes=minute), {"rating": r}) for row_id, minute, r in rows]
     result = combine_task_feedback(feedback)
