@@ -2,7 +2,8 @@
 
 ``mode``: "ok" answers with the offline model's logic (so DSPy formats round-trip over HTTP),
 "error" always 500, "garbage" 200 with unparseable text, "slow" sleeps ``delay`` seconds first,
-"flaky" fails the first request with 503 then behaves like "ok".
+"flaky" fails the first request with 503 then behaves like "ok", "dies" answers
+``healthy_requests`` requests and then returns 500 for ever (the model going down mid-run).
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ def _content(message) -> str:
 
 
 class OpenAIStub:
-    def __init__(self, mode: str = "ok", delay: float = 0.0):
-        self.mode, self.delay = mode, delay
+    def __init__(self, mode: str = "ok", delay: float = 0.0, healthy_requests: int = 0):
+        self.mode, self.delay, self.healthy_requests = mode, delay, healthy_requests
         self.requests: list[dict] = []
         stub = self
 
@@ -37,7 +38,8 @@ class OpenAIStub:
                 stub.requests.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body})
                 if not self.path.endswith("/chat/completions"):
                     return self._send(404, {"error": {"message": "not found"}})
-                if stub.mode == "error" or (stub.mode == "flaky" and len(stub.requests) == 1):
+                dead = stub.mode == "dies" and len(stub.requests) > stub.healthy_requests
+                if stub.mode == "error" or dead or (stub.mode == "flaky" and len(stub.requests) == 1):
                     code = 503 if stub.mode == "flaky" else 500
                     return self._send(code, {"error": {"message": "model backend is down", "type": "server_error"}})
                 if stub.mode == "slow":

@@ -76,6 +76,16 @@ def test_broken_model_fails_the_run_with_one_line_and_writes_nothing(mode, expec
         assert "timeout" in reason.lower() or "timed out" in reason.lower()
 
 
+def test_model_going_down_mid_run_fails_instead_of_simba_silently_scoring_zeros(database, instance):
+    url, store = database
+    before = store.list_prompts(AGENT)
+    with OpenAIStub("dies", healthy_requests=3) as stub:
+        result = materialize_candidate(instance, url, golden_frame(), language_model=http_model(stub))
+    assert not result.success
+    assert "LM calls failed during simba" in failure_reason(result)
+    assert store.list_prompts(AGENT) == before
+
+
 def test_transient_error_is_retried_with_backoff():
     with OpenAIStub("flaky") as stub:
         lm = http_model(stub, retries=1).build(Budget())
