@@ -39,9 +39,12 @@ def agent_status(engine: sa.Engine, agent_id: str) -> dict[str, Any]:
     if not prompts:
         raise LookupError(f"unknown agent {agent_id!r}: no prompts in the database")
     usage = prompt_usage(engine, [prompt.id for prompt in prompts])
+    from bindu_pipelines.canary.controller import experiment_state  # canary (issue 5): live experiment
+
     return {
         "agent_id": agent_id,
         "experiment_running": any(prompt.status == "candidate" for prompt in prompts),
+        "experiment": experiment_state(engine, agent_id),
         "prompts": [
             {**prompt.as_dict(), **usage[prompt.id]}
             for prompt in prompts

@@ -39,4 +39,13 @@ def render_status(status: dict) -> str:
             f"  {prompt['id']:36}  {prompt['status']:11}  {prompt['traffic']:>7.1%}  "
             f"{prompt['tasks']:>7}  {prompt['tasks_with_feedback']:>11}  {prompt['source']}"
         )
+    experiment = status.get("experiment")  # canary (issue 5): the live experiment's statistic
+    if experiment:
+        s = experiment["statistics"]
+        lines.append(
+            f"  experiment: {experiment['hours_running']:.1f} h, active {experiment['active']['mean_score'] or 0:.3f} "
+            f"(n={experiment['active']['feedback_tasks']}) vs candidate {experiment['candidate']['mean_score'] or 0:.3f} "
+            f"(n={experiment['candidate']['feedback_tasks']}), bounds [{s.get('lower_bound') or float('-inf'):+.3f}, "
+            f"{s.get('upper_bound') or float('inf'):+.3f}]; next: {experiment['next_action']} ({experiment['reason']})"
+        )
     return "\n".join(lines)

@@ -112,3 +112,15 @@ def test_cli_canary_runs_through_dagster_and_reports(sqlite_url, sqlite_engine, 
     assert run.job_name == "canary_job" and run.tags[CANARY_AGENT_TAG] == "bot"
     assert main(["canary", "--agent", "ghost"]) == 1
     assert "unknown agent 'ghost'" in capsys.readouterr().err
+
+
+def test_status_shows_the_live_experiment(sqlite_url, sqlite_engine, monkeypatch, capsys):
+    monkeypatch.setenv("BINDU_DATABASE_URL", sqlite_url)
+    active, candidate = start_experiment(sqlite_engine, at=datetime.now(UTC) - timedelta(hours=2))
+    write_rate(sqlite_engine, candidate.id, datetime.now(UTC) - timedelta(hours=1), 40, 0.75)
+    assert main(["status", "--agent", "bot", "--json"]) == 0
+    experiment = json.loads(capsys.readouterr().out)["experiment"]
+    assert experiment["candidate"]["feedback_tasks"] == 40 and experiment["candidate"]["mean_score"] == 0.75
+    assert 1.9 < experiment["hours_running"] < 2.5 and experiment["next_action"] == "hold"
+    assert main(["status", "--agent", "bot"]) == 0
+    assert "vs candidate 0.750 (n=40)" in capsys.readouterr().out
