@@ -80,8 +80,10 @@ def launch_training(
     require_feedback: bool = True,
     instance: dg.DagsterInstance | None = None,
     definitions: dg.Definitions | None = None,
+    quiet: bool = False,
     **candidate_config: Any,
 ) -> TrainingResult:
+    """Run the training job for ``agent_id`` through Dagster; ``quiet`` keeps Dagster's console log to warnings."""
     from bindu_pipelines.launch import in_progress_runs, run_job_for_agent
 
     instance = instance or dg.DagsterInstance.get()
@@ -89,12 +91,15 @@ def launch_training(
     running = in_progress_runs(instance, TRAINING_JOB, tags)
     if running:
         raise TrainingInProgress(f"a training run for {agent_id!r} is already in progress (run {running[0].run_id})")
+    run_config = training_run_config(
+        optimizer=optimizer, strategy=strategy, require_feedback=require_feedback, **candidate_config
+    )
+    if quiet:
+        run_config["loggers"] = {"console": {"config": {"log_level": "WARNING"}}}
     result = run_job_for_agent(
         TRAINING_JOB,
         agent_id,
-        run_config=training_run_config(
-            optimizer=optimizer, strategy=strategy, require_feedback=require_feedback, **candidate_config
-        ),
+        run_config=run_config,
         tags=tags,
         instance=instance,
         definitions=definitions,

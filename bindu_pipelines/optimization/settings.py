@@ -30,8 +30,8 @@ class LanguageModelSettings(BaseSettings):
     # types, its local cost map). "auto" remains available for those who want the native client.
     engine: Literal["litellm", "auto"] = "litellm"
     # Per training run: the run fails with BudgetExhausted when either is reached.
-    budget_calls: int = Field(default=3000, gt=0)
-    budget_tokens: int = Field(default=3_000_000, gt=0)
+    budget_calls: int = Field(default=10_000, gt=0)
+    budget_tokens: int = Field(default=10_000_000, gt=0)
     num_threads: int = Field(default=4, ge=1, le=64)
 
     @field_validator("model", "api_base")
