@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
 from decimal import Decimal
 
 import sqlalchemy as sa
 
+from bindu_runtime import PromptStore
 from bindu_runtime.schema import agent_prompts, prompt_events
 
 SERVING = ("active", "candidate")
@@ -107,3 +110,53 @@ def wait_until(condition, timeout: float = 10.0, interval: float = 0.01) -> bool
             return True
         time.sleep(interval)
     return condition()
+
+
+# The five transitions of PromptStore, each with the state it starts from and the one that follows it.
+@dataclass(frozen=True)
+class Transition:
+    setup: Callable[[PromptStore, str], dict]
+    act: Callable[[PromptStore, str, dict], object]
+    follow_up: Callable[[PromptStore, str], object]  # the next transition once ``act`` is applied
+
+
+def _experiment(store: PromptStore, agent: str) -> dict:
+    store.bootstrap(agent, "v1")
+    return {"candidate_id": store.start_experiment(agent, "v2", source="crash-test").id}
+
+
+TRANSITIONS = {
+    "bootstrap": Transition(
+        setup=lambda store, agent: {},
+        act=lambda store, agent, ctx: store.bootstrap(agent, "v1"),
+        follow_up=lambda store, agent: store.start_experiment(agent, "v2", source="crash-test"),
+    ),
+    "start_experiment": Transition(
+        setup=lambda store, agent: {"active_id": store.bootstrap(agent, "v1").id},
+        act=lambda store, agent, ctx: store.start_experiment(
+            agent, "v2", source="crash-test", parent_id=ctx["active_id"], candidate_traffic="0.1",
+            statistics={"reason": "crash test"},
+        ),
+        follow_up=lambda store, agent: store.step_traffic(
+            agent, candidate_id=store.get_candidate_prompt(agent).id, expected_traffic="0.1", new_traffic="0.2"
+        ),
+    ),
+    "step_traffic": Transition(
+        setup=_experiment,
+        act=lambda store, agent, ctx: store.step_traffic(
+            agent, candidate_id=ctx["candidate_id"], expected_traffic="0.1", new_traffic="0.2",
+            statistics={"p": 0.01},
+        ),
+        follow_up=lambda store, agent: store.promote(agent, candidate_id=store.get_candidate_prompt(agent).id),
+    ),
+    "promote": Transition(
+        setup=_experiment,
+        act=lambda store, agent, ctx: store.promote(agent, candidate_id=ctx["candidate_id"], expected_traffic="0.1"),
+        follow_up=lambda store, agent: store.start_experiment(agent, "v3", source="crash-test"),
+    ),
+    "rollback": Transition(
+        setup=_experiment,
+        act=lambda store, agent, ctx: store.rollback(agent, candidate_id=ctx["candidate_id"], expected_traffic="0.1"),
+        follow_up=lambda store, agent: store.start_experiment(agent, "v3", source="crash-test"),
+    ),
+}

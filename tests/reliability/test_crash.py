@@ -16,8 +16,6 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
-from collections.abc import Callable
-from dataclasses import dataclass
 
 import pytest
 import sqlalchemy as sa
@@ -25,59 +23,10 @@ from sqlalchemy import event
 
 from bindu_runtime import PromptStore, make_engine, upgrade
 from bindu_runtime.db import is_sqlite
-from tests.reliability.helpers import state_signature, state_violations
+from tests.reliability.helpers import TRANSITIONS, state_signature, state_violations
 
 FORK = multiprocessing.get_context("fork")
 COMMITTED = "returned after commit"
-
-
-@dataclass(frozen=True)
-class Transition:
-    setup: Callable[[PromptStore, str], dict]
-    act: Callable[[PromptStore, str, dict], object]
-    follow_up: Callable[[PromptStore, str], object]  # the next transition once ``act`` is applied
-
-
-def _experiment(store: PromptStore, agent: str) -> dict:
-    store.bootstrap(agent, "v1")
-    return {"candidate_id": store.start_experiment(agent, "v2", source="crash-test").id}
-
-
-TRANSITIONS = {
-    "bootstrap": Transition(
-        setup=lambda store, agent: {},
-        act=lambda store, agent, ctx: store.bootstrap(agent, "v1"),
-        follow_up=lambda store, agent: store.start_experiment(agent, "v2", source="crash-test"),
-    ),
-    "start_experiment": Transition(
-        setup=lambda store, agent: {"active_id": store.bootstrap(agent, "v1").id},
-        act=lambda store, agent, ctx: store.start_experiment(
-            agent, "v2", source="crash-test", parent_id=ctx["active_id"], candidate_traffic="0.1",
-            statistics={"reason": "crash test"},
-        ),
-        follow_up=lambda store, agent: store.step_traffic(
-            agent, candidate_id=store.get_candidate_prompt(agent).id, expected_traffic="0.1", new_traffic="0.2"
-        ),
-    ),
-    "step_traffic": Transition(
-        setup=_experiment,
-        act=lambda store, agent, ctx: store.step_traffic(
-            agent, candidate_id=ctx["candidate_id"], expected_traffic="0.1", new_traffic="0.2",
-            statistics={"p": 0.01},
-        ),
-        follow_up=lambda store, agent: store.promote(agent, candidate_id=store.get_candidate_prompt(agent).id),
-    ),
-    "promote": Transition(
-        setup=_experiment,
-        act=lambda store, agent, ctx: store.promote(agent, candidate_id=ctx["candidate_id"], expected_traffic="0.1"),
-        follow_up=lambda store, agent: store.start_experiment(agent, "v3", source="crash-test"),
-    ),
-    "rollback": Transition(
-        setup=_experiment,
-        act=lambda store, agent, ctx: store.rollback(agent, candidate_id=ctx["candidate_id"], expected_traffic="0.1"),
-        follow_up=lambda store, agent: store.start_experiment(agent, "v3", source="crash-test"),
-    ),
-}
 
 
 def _describe(statement: str) -> str:

@@ -3,6 +3,9 @@
 - ``cut()``: every open connection is closed and new ones are closed on accept (database gone).
 - ``stall()``: connections stay open but no bytes move (a hung network or server).
 - ``restore()``: traffic flows again for new connections.
+- ``cut_after_reply_to(marker)``: the next client message containing ``marker`` (e.g. ``b"COMMIT"``)
+  reaches the server and is answered, the answer is dropped and everything is cut: the client never
+  learns whether its commit happened (added for tests/reliability).
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ class TcpProxy:
         self._connections: list[tuple[socket.socket, socket.socket]] = []
         self._closed = threading.Event()
         self.accepted = 0
+        self._cut_after: bytes | None = None
+        self.replies_dropped = 0
         threading.Thread(target=self._accept_loop, name="tcp-proxy-accept", daemon=True).start()
 
     @classmethod
@@ -53,6 +58,10 @@ class TcpProxy:
     def stall(self) -> None:
         with self._lock:
             self._mode = "stall"
+
+    def cut_after_reply_to(self, marker: bytes) -> None:
+        with self._lock:
+            self._cut_after = marker
 
     def restore(self) -> None:
         with self._lock:
@@ -94,6 +103,12 @@ class TcpProxy:
                     if not data:
                         return
                     peers[sock].sendall(data)
+                    if sock is client and self._cut_after is not None and self._cut_after in data:
+                        self._cut_after = None
+                        upstream.recv(65536)  # the server's answer: it has acted on the message
+                        self.replies_dropped += 1
+                        self.cut()
+                        return
         except (OSError, ValueError):
             return
         finally:
