@@ -14,13 +14,13 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-import dagster as dg
-import dspy
-
-from .settings import LanguageModelSettings
-
-# Never fetch LiteLLM's model cost map from the network.
+# Never fetch LiteLLM's model cost map from the network (also set in the package __init__).
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+import dagster as dg  # noqa: E402
+import dspy  # noqa: E402
+
+from .settings import LanguageModelSettings  # noqa: E402
 
 
 class BudgetExhausted(RuntimeError):
