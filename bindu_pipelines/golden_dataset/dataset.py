@@ -147,9 +147,9 @@ class GoldenDatasetPipeline:
             for i in outcome.interactions
         ]
 
-    # -- stages: quality, validate, deduplicate, split ---------------------------------------------
-    def finish(self, row: tuple) -> tuple | None:
-        """An interaction row through quality -> validate -> deduplicate -> split (``GOLDEN_COLUMNS``)."""
+    # -- stages: quality, validate ----------------------------------------------------------------
+    def clean(self, row: tuple) -> tuple | None:
+        """An interaction row through quality -> validate (stateless: safe to run in parallel)."""
         task_id, user_input, agent_output, score, feedback_type, context_id, prompt_id = row
         if score is not None and isinstance(score, float) and math.isnan(score):
             score = None
@@ -166,6 +166,13 @@ class GoldenDatasetPipeline:
             reports["validate"].drops[reason] += 1
             return None
         reports["validate"].rows_out += 1
+        return (task_id, user_input, agent_output, score, feedback_type if score is not None else None, context_id, prompt_id)
+
+    # -- stages: deduplicate, split -------------------------------------------------------------
+    def admit(self, row: tuple) -> tuple | None:
+        """A clean row through deduplicate -> split (stateful: runs in one process, in order)."""
+        task_id, user_input, agent_output, score, feedback_type, context_id, prompt_id = row
+        reports = self.reports
         reports["deduplicate"].rows_in += 1
         reason = self.deduplicator.drop_reason(user_input, agent_output)
         if reason is not None:
@@ -176,19 +183,30 @@ class GoldenDatasetPipeline:
         reports["split"].rows_in += 1
         reports["split"].rows_out += 1
         reports["split"].notes[split] += 1
-        return (task_id, user_input, agent_output, score, feedback_type if score is not None else None,
-                split, context_id, prompt_id)
+        return (task_id, user_input, agent_output, score, feedback_type, split, context_id, prompt_id)
+
+    def finish(self, row: tuple) -> tuple | None:
+        """An interaction row through quality -> validate -> deduplicate -> split (``GOLDEN_COLUMNS``)."""
+        cleaned = self.clean(row)
+        return None if cleaned is None else self.admit(cleaned)
+
+    def prepare_task(self, task: RawTask) -> list[tuple]:
+        """The stateless stages for one fetched task: feedback, extract, quality, validate."""
+        feedback = self.normalize_feedback(task.feedback)
+        rows = self.extract(task.id, task.history, feedback.score, feedback.feedback_type, task.context_id, task.prompt_id)
+        return [cleaned for cleaned in map(self.clean, rows) if cleaned is not None]
 
     def process_task(self, task: RawTask) -> list[tuple]:
         """All stages for one fetched task."""
-        feedback = self.normalize_feedback(task.feedback)
-        rows = self.extract(task.id, task.history, feedback.score, feedback.feedback_type, task.context_id, task.prompt_id)
-        out = []
-        for row in rows:
-            golden = self.finish(row)
-            if golden is not None:
-                out.append(golden)
-        return out
+        return [golden for golden in map(self.admit, self.prepare_task(task)) if golden is not None]
+
+    def merge_reports(self, reports: dict[str, "StageReport"]) -> None:
+        for stage, report in reports.items():
+            mine = self.reports[stage]
+            mine.rows_in += report.rows_in
+            mine.rows_out += report.rows_out
+            mine.drops.update(report.drops)
+            mine.notes.update(report.notes)
 
     def summary(self) -> dict[str, dict[str, Any]]:
         return {stage: report.as_metadata() for stage, report in self.reports.items()}
@@ -236,16 +254,38 @@ class StreamResult:
     tasks_read: int
 
 
+_worker_pipeline: GoldenDatasetPipeline | None = None
+
+
+def _init_worker(options: GoldenDatasetOptions) -> None:
+    global _worker_pipeline
+    _worker_pipeline = GoldenDatasetPipeline(options)
+
+
+def _prepare_chunk(chunk: list[RawTask]) -> tuple[list[tuple], dict[str, StageReport]]:
+    pipeline = _worker_pipeline
+    assert pipeline is not None, "worker not initialised"
+    pipeline.reports = {stage: StageReport(stage) for stage in STAGES}
+    rows: list[tuple] = []
+    for task in chunk:
+        rows.extend(pipeline.prepare_task(task))
+    return rows, pipeline.reports
+
+
 def stream_golden_dataset(
     engine: "sa.Engine",
     agent_id: str,
     options: GoldenDatasetOptions | None = None,
     *,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    workers: int = 1,
 ) -> Iterator[list[tuple]]:
     """Golden rows chunk by chunk, in one pass over a streamed read; memory stays bounded.
 
-    The generator's return value (``StopIteration.value``) is a ``StreamResult``; use
+    ``workers > 1`` runs the stateless stages (feedback, extract, quality, validate) in that many
+    processes while this one reads the next chunks; deduplication and the split stay here, in
+    read order, so the result is the same as with one worker. At most ``workers + 1`` chunks are
+    in flight. The generator's return value (``StopIteration.value``) is a ``StreamResult``; use
     ``write_golden_parquet`` or ``collect_golden_dataset`` rather than reading it by hand.
     """
     pipeline = GoldenDatasetPipeline(options)
@@ -253,17 +293,48 @@ def stream_golden_dataset(
     fingerprint = Fingerprint()
     fingerprint.update([GOLDEN_COLUMNS])
     total = tasks_read = 0
-    for chunk in iter_agent_task_chunks(
+    chunks = iter_agent_task_chunks(
         engine, agent_id, since=opts.since, until=opts.until, limit=opts.limit,
         chunk_size=chunk_size, rebuild_context=opts.rebuild_context,
-    ):
-        tasks_read += len(chunk)
-        out: list[tuple] = []
-        for task in chunk:
-            out.extend(pipeline.process_task(task))
+    )
+
+    def admitted(prepared: list[tuple]) -> list[tuple]:
+        out = [golden for golden in map(pipeline.admit, prepared) if golden is not None]
         fingerprint.update(out)
-        total += len(out)
-        yield out
+        return out
+
+    if workers <= 1:
+        for chunk in chunks:
+            tasks_read += len(chunk)
+            prepared: list[tuple] = []
+            for task in chunk:
+                prepared.extend(pipeline.prepare_task(task))
+            out = admitted(prepared)
+            total += len(out)
+            yield out
+    else:
+        import multiprocessing
+        from collections import deque
+        from concurrent.futures import ProcessPoolExecutor
+
+        context = multiprocessing.get_context("forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker, initargs=(opts,)) as pool:
+            pending: deque = deque()
+            for chunk in chunks:
+                tasks_read += len(chunk)
+                pending.append(pool.submit(_prepare_chunk, chunk))
+                while len(pending) > workers:
+                    rows, reports = pending.popleft().result()
+                    pipeline.merge_reports(reports)
+                    out = admitted(rows)
+                    total += len(out)
+                    yield out
+            while pending:
+                rows, reports = pending.popleft().result()
+                pipeline.merge_reports(reports)
+                out = admitted(rows)
+                total += len(out)
+                yield out
     return StreamResult(total, fingerprint.hexdigest(), pipeline.summary(), tasks_read)
 
 
@@ -276,17 +347,18 @@ def _drain(stream: Iterator[list[tuple]], sink) -> StreamResult:
 
 
 def collect_golden_dataset(
-    engine: "sa.Engine", agent_id: str, options: GoldenDatasetOptions | None = None, *, chunk_size: int = DEFAULT_CHUNK_SIZE
+    engine: "sa.Engine", agent_id: str, options: GoldenDatasetOptions | None = None,
+    *, chunk_size: int = DEFAULT_CHUNK_SIZE, workers: int = 1,
 ) -> tuple[list[tuple], StreamResult]:
     """All golden rows in memory (fine for a bounded ``limit``) plus the run's result."""
     rows: list[tuple] = []
-    result = _drain(stream_golden_dataset(engine, agent_id, options, chunk_size=chunk_size), rows.extend)
+    result = _drain(stream_golden_dataset(engine, agent_id, options, chunk_size=chunk_size, workers=workers), rows.extend)
     return rows, result
 
 
 def write_golden_parquet(
     engine: "sa.Engine", agent_id: str, path: str, options: GoldenDatasetOptions | None = None,
-    *, chunk_size: int = DEFAULT_CHUNK_SIZE,
+    *, chunk_size: int = DEFAULT_CHUNK_SIZE, workers: int = 1,
 ) -> StreamResult:
     """Stream the golden dataset into a Parquet file, one row group per chunk."""
     import pyarrow as pa
@@ -302,7 +374,7 @@ def write_golden_parquet(
             if rows:
                 columns = list(zip(*rows))
                 writer.write_table(pa.Table.from_arrays([pa.array(c, t.type) for c, t in zip(columns, schema)], schema=schema))
-        return _drain(stream_golden_dataset(engine, agent_id, options, chunk_size=chunk_size), sink)
+        return _drain(stream_golden_dataset(engine, agent_id, options, chunk_size=chunk_size, workers=workers), sink)
 
 
 def rows_to_interactions(rows: Iterable[tuple]) -> list[Interaction]:

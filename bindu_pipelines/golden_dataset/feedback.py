@@ -15,12 +15,13 @@ Both mappings are fields of ``FeedbackScale`` so a deployment can state its own.
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
+
+from .history import loads
 
 # Drop reasons (one invalid feedback row each).
 FEEDBACK_NOT_OBJECT = "feedback_not_object"
@@ -107,7 +108,7 @@ def normalize_feedback_data(data: Any, scale: FeedbackScale = DEFAULT_SCALE) -> 
     """Normalise one ``feedback_data`` value (a dict, or JSON text of one)."""
     if isinstance(data, (str, bytes)):
         try:
-            data = json.loads(data)
+            data = loads(data)
         except ValueError:
             return NormalizedFeedback(None, None, FEEDBACK_NOT_OBJECT)
     if not isinstance(data, dict):

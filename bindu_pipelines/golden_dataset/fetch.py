@@ -3,11 +3,16 @@
 An agent's tasks are those whose ``prompt_id`` is one of the agent's prompts. Tasks are read
 newest first (so a ``limit`` keeps the most recent ones, as the seed did) through a server-side
 cursor on PostgreSQL (``stream_results`` + ``yield_per``): memory holds one chunk, however many
-tasks there are. Each chunk's feedback rows come from one indexed ``task_id IN (...)`` query.
+tasks there are. Each task's feedback rows come along in the same row, aggregated by an indexed
+correlated subquery, so one streamed query does all the reading.
+
+JSON arrives as text and is decoded here (with orjson when it is installed): text that is not
+valid JSON (possible on SQLite) becomes a counted drop later, never an exception in the driver.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -18,27 +23,24 @@ import sqlalchemy as sa
 
 from bindu_runtime.schema import agent_prompts, task_feedback, tasks
 
-from .feedback import FeedbackRow
-from .history import join_context_histories
+from .history import join_context_histories, loads
 
 DEFAULT_CHUNK_SIZE = 5_000
-
-# JSON columns are read as the driver gives them, without SQLAlchemy's JSON decoding: text that
-# is not valid JSON (possible on SQLite) must become a counted drop later, not an exception here.
-_history = sa.type_coerce(tasks.c.history, sa.Text).label("history")
-_feedback_data = sa.type_coerce(task_feedback.c.feedback_data, sa.Text).label("feedback_data")
 
 
 @dataclass(slots=True)
 class RawTask:
-    """One task as read: the history is whatever the database holds (validated later)."""
+    """One task as read: history and feedback are whatever the database holds (validated later).
+
+    ``feedback`` holds ``(id, created_at, feedback_data)`` rows.
+    """
 
     id: str
     context_id: str | None
     prompt_id: str | None
     created_at: Any
     history: Any
-    feedback: list[FeedbackRow] = field(default_factory=list)
+    feedback: list = field(default_factory=list)
 
 
 def _agent_filter(agent_id: str, since: datetime | None, until: datetime | None) -> list:
@@ -49,6 +51,32 @@ def _agent_filter(agent_id: str, since: datetime | None, until: datetime | None)
     if until is not None:
         conditions.append(tasks.c.created_at < until)
     return conditions
+
+
+def _task_columns(dialect: str) -> list:
+    """id, context_id, prompt_id, created_at, history (text), feedback (JSON text of [id, at, data] rows)."""
+    feedback_of_task = task_feedback.c.task_id == tasks.c.id
+    if dialect == "postgresql":
+        # Text UUIDs (canonical form) and JSON text: no per-row uuid.UUID objects or driver-side decoding.
+        ids = [sa.cast(tasks.c.id, sa.Text).label("id"), sa.cast(tasks.c.context_id, sa.Text).label("context_id")]
+        history = sa.cast(tasks.c.history, sa.Text).label("history")
+        feedback = (
+            sa.select(sa.cast(sa.func.json_agg(sa.func.json_build_array(
+                task_feedback.c.id, task_feedback.c.created_at, task_feedback.c.feedback_data)), sa.Text))
+            .where(feedback_of_task)
+            .scalar_subquery()
+        )
+    else:
+        # SQLite keeps UUIDs as 32 hex digits: let the column type turn them into uuid.UUID.
+        ids = [tasks.c.id, tasks.c.context_id]
+        history = sa.type_coerce(tasks.c.history, sa.Text).label("history")
+        feedback = (
+            sa.select(sa.func.json_group_array(sa.func.json_array(
+                task_feedback.c.id, task_feedback.c.created_at, sa.type_coerce(task_feedback.c.feedback_data, sa.Text))))
+            .where(feedback_of_task)
+            .scalar_subquery()
+        )
+    return [*ids, tasks.c.prompt_id, tasks.c.created_at, history, feedback.label("feedback")]
 
 
 def count_agent_tasks(
@@ -73,38 +101,37 @@ def count_orphan_feedback(engine: sa.Engine) -> int:
         return int(conn.execute(query).scalar_one())
 
 
-def _feedback_by_task(conn: sa.Connection, task_ids: list) -> dict[Any, list[FeedbackRow]]:
-    rows = conn.execute(
-        sa.select(task_feedback.c.task_id, task_feedback.c.id, task_feedback.c.created_at, _feedback_data)
-        .where(task_feedback.c.task_id.in_(task_ids))
-    )
-    grouped: dict[Any, list[FeedbackRow]] = defaultdict(list)
-    for task_id, row_id, created_at, data in rows:
-        grouped[task_id].append(FeedbackRow(row_id, created_at, data))
-    return grouped
+def _decode_feedback(text: Any) -> list:
+    if text is None:
+        return []
+    try:
+        rows = loads(text) if isinstance(text, (str, bytes)) else text
+    except ValueError:
+        return []
+    return [row for row in rows if isinstance(row, list) and len(row) == 3] if isinstance(rows, list) else []
 
 
-def _context_conversations(conn: sa.Connection, chunk: list) -> dict[Any, list]:
+def _context_conversations(conn: sa.Connection, chunk: list[RawTask]) -> dict[str, list]:
     """For each task in the chunk: the histories of its context's tasks up to and including it."""
-    context_ids = list({row.context_id for row in chunk if row.context_id is not None})
+    context_ids = list({uuid.UUID(task.context_id) for task in chunk if task.context_id})
     if not context_ids:
         return {}
     rows = conn.execute(
-        sa.select(tasks.c.context_id, tasks.c.id, tasks.c.created_at, _history)
+        sa.select(tasks.c.context_id, tasks.c.id, sa.type_coerce(tasks.c.history, sa.Text))
         .where(tasks.c.context_id.in_(context_ids))
         .order_by(tasks.c.context_id, tasks.c.created_at, tasks.c.id)
     ).all()
-    by_context: dict[Any, list] = defaultdict(list)
-    for context_id, task_id, created_at, history in rows:
-        by_context[context_id].append((task_id, history))
+    by_context: dict[str, list] = defaultdict(list)
+    for context_id, task_id, history in rows:
+        by_context[str(context_id)].append((str(task_id), history))
     conversations = {}
-    for row in chunk:
+    for task in chunk:
         histories = []
-        for task_id, history in by_context.get(row.context_id, []):
+        for task_id, history in by_context.get(task.context_id or "", []):
             histories.append(history)
-            if task_id == row.id:
+            if task_id == task.id:
                 break
-        conversations[row.id] = join_context_histories(histories)
+        conversations[task.id] = join_context_histories(histories)
     return conversations
 
 
@@ -128,7 +155,7 @@ def iter_agent_task_chunks(
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be positive, got {chunk_size!r}")
     query = (
-        sa.select(tasks.c.id, tasks.c.context_id, tasks.c.prompt_id, tasks.c.created_at, _history)
+        sa.select(*_task_columns(engine.dialect.name))
         .where(*_agent_filter(agent_id, since, until))
         .order_by(tasks.c.created_at.desc(), tasks.c.id)
     )
@@ -136,19 +163,19 @@ def iter_agent_task_chunks(
         query = query.limit(limit)
     with engine.connect() as conn:
         result = conn.execution_options(stream_results=True, yield_per=chunk_size).execute(query)
-        # A second connection for the per-chunk lookups keeps the streaming cursor undisturbed.
-        with engine.connect() as lookup:
-            for chunk in result.partitions():
-                feedback = _feedback_by_task(lookup, [row.id for row in chunk])
-                conversations = _context_conversations(lookup, chunk) if rebuild_context else {}
-                yield [
-                    RawTask(
-                        id=str(row.id),
-                        context_id=str(row.context_id) if row.context_id is not None else None,
-                        prompt_id=row.prompt_id,
-                        created_at=row.created_at,
-                        history=conversations[row.id] if rebuild_context else row.history,
-                        feedback=feedback.get(row.id, []),
-                    )
-                    for row in chunk
+        lookup = engine.connect() if rebuild_context else None
+        try:
+            for rows in result.partitions():
+                chunk = [
+                    RawTask(str(task_id), str(context_id) if context_id is not None else None, prompt_id, created_at,
+                            history, _decode_feedback(feedback))
+                    for task_id, context_id, prompt_id, created_at, history, feedback in rows
                 ]
+                if lookup is not None:
+                    conversations = _context_conversations(lookup, chunk)
+                    for task in chunk:
+                        task.history = conversations.get(task.id, task.history)
+                yield chunk
+        finally:
+            if lookup is not None:
+                lookup.close()

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import re
 import unicodedata
 from dataclasses import dataclass
 from typing import Literal
@@ -33,10 +32,6 @@ DUPLICATE_NORMALIZED = "duplicate_normalized"
 TRAIN = "train"
 VALIDATION = "validation"
 
-_HORIZONTAL_SPACE = re.compile(r"[^\S\n]+")
-_SPACE_AROUND_NEWLINE = re.compile(r" ?\n ?")
-_BLANK_LINES = re.compile(r"\n{3,}")
-_ANY_SPACE = re.compile(r"\s+")
 
 
 @dataclass(frozen=True)
@@ -70,22 +65,38 @@ def quality_drop_reason(score: float | None, settings: QualitySettings) -> str |
 
 
 def normalize_text(text: str, form: str = "NFC") -> str:
-    """Unicode-normalised text with tidy whitespace (line breaks kept, at most one blank line)."""
+    """Unicode-normalised text with tidy whitespace (line breaks kept, at most one blank line).
+
+    Runs of whitespace inside a line become one space, lines are trimmed, blank-line runs become
+    one blank line, and the text is trimmed. Done with ``str.split``/``join`` (C speed) rather
+    than regular expressions, which cost tens of microseconds per paragraph.
+    """
     if not text.isascii():
         text = unicodedata.normalize(form, text)
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
-    text = _HORIZONTAL_SPACE.sub(" ", text)
-    if "\n" in text:
-        text = _BLANK_LINES.sub("\n\n", _SPACE_AROUND_NEWLINE.sub("\n", text))
-    return text.strip()
+    if "\n" not in text:
+        return " ".join(text.split())
+    lines: list[str] = []
+    previous_blank = True  # drops leading blank lines
+    for raw_line in text.split("\n"):
+        line = " ".join(raw_line.split())
+        if line:
+            lines.append(line)
+            previous_blank = False
+        elif not previous_blank:
+            lines.append("")
+            previous_blank = True
+    if lines and not lines[-1]:
+        lines.pop()
+    return "\n".join(lines)
 
 
 def comparison_key(text: str) -> str:
     """Text reduced for "same meaning" comparisons: NFKC, case-folded, whitespace collapsed."""
     if not text.isascii():
         text = unicodedata.normalize("NFKC", text)
-    return _ANY_SPACE.sub(" ", text.casefold()).strip()
+    return " ".join(text.casefold().split())
 
 
 def validate_pair(user_input: str, agent_output: str, settings: QualitySettings) -> tuple[str, str, str | None]:
@@ -101,26 +112,22 @@ def validate_pair(user_input: str, agent_output: str, settings: QualitySettings)
     return user_input, agent_output, None
 
 
-def _digest(*texts: str) -> bytes:
-    hasher = hashlib.blake2b(digest_size=16)
-    for text in texts:
-        hasher.update(text.encode("utf-8", "surrogatepass"))
-        hasher.update(b"\x00")
-    return hasher.digest()
-
-
 class Deduplicator:
-    """Remembers 16-byte digests of pairs seen so far (bounded memory: ~100 bytes a pair)."""
+    """Remembers 64-bit hashes of the pairs seen so far (bounded memory: ~70 bytes a pair).
+
+    Two different pairs share a hash with probability ~n²/2⁶⁵ (3e-8 for a million pairs); the
+    cost of such a collision is one example dropped, never a duplicate kept.
+    """
 
     def __init__(self) -> None:
-        self._exact: set[bytes] = set()
-        self._normalized: set[bytes] = set()
+        self._exact: set[int] = set()
+        self._normalized: set[int] = set()
 
     def drop_reason(self, user_input: str, agent_output: str) -> str | None:
-        exact = _digest(user_input, agent_output)
+        exact = hash((user_input, agent_output))
         if exact in self._exact:
             return DUPLICATE_EXACT
-        normalized = _digest(comparison_key(user_input), comparison_key(agent_output))
+        normalized = hash((comparison_key(user_input), comparison_key(agent_output)))
         if normalized in self._normalized:
             return DUPLICATE_NORMALIZED
         self._exact.add(exact)

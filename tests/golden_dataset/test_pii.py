@@ -48,3 +48,23 @@ def test_leaves_ordinary_text(text):
 def test_luhn():
     assert luhn_valid("4111111111111111")
     assert not luhn_valid("4111111111111112")
+
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from bindu_pipelines.golden_dataset import pii  # noqa: E402
+
+pieces = st.sampled_from(
+    ["a", "Z", "0", "7", "4111", " ", "\n", "@", "+", ".", "-", "(", ")", "_", "/", "=", "sk-", "Bearer ", "AKIA",
+     "ghp_", "xox", "example.com", "deadbeef" * 2, "a1B2" * 5, "415 555 0100", "4111 1111 1111 1111"]
+)
+
+
+@given(st.lists(pieces, max_size=30).map("".join))
+def test_prefilter_never_hides_a_match(text):
+    """The fast pre-check only skips texts in which the full pattern finds nothing."""
+    unfiltered = [kind for kind in map(pii._classify, pii._PATTERN.finditer(text)) if kind is not None]
+    assert find_pii(text) == unfiltered
+    if not pii.might_contain_pii(text):
+        assert unfiltered == []

@@ -181,3 +181,12 @@ def test_pipeline_never_raises_on_garbage_rows():
     assert pipeline.reports["extract"].rows_in == len(garbage)
     assert sum(pipeline.reports["extract"].drops.values()) == len(garbage)
     assert pipeline.reports["feedback"].drops == {"invalid_rating": 7, "feedback_not_object": 7}
+
+
+def test_parallel_workers_give_the_same_dataset(engine, agent_db):
+    options = GoldenDatasetOptions(require_feedback=False)
+    serial_rows, serial = collect_golden_dataset(engine, "a", options, chunk_size=3)
+    parallel_rows, parallel = collect_golden_dataset(engine, "a", options, chunk_size=3, workers=2)
+    assert parallel_rows == serial_rows
+    assert parallel.fingerprint == serial.fingerprint
+    assert parallel.reports == serial.reports

@@ -85,3 +85,14 @@ def test_normalize_text_is_idempotent_and_trimmed(text):
 def test_comparison_key_ignores_case_and_spacing(a, b):
     assert comparison_key(f" {a.upper()}  ") == comparison_key(a.upper())
     assert comparison_key(a) == comparison_key(comparison_key(a))
+
+
+@given(st.text(alphabet=st.sampled_from("ab \t\r\n\x0b\x0c\x1c.é\u00a0\u2028\u3000"), max_size=40))
+def test_string_method_normalisation_matches_the_regex_rule(text):
+    import re
+    import unicodedata
+
+    reference = unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n")
+    reference = re.sub(r"[^\S\n]+", " ", reference)
+    reference = re.sub(r"\n{3,}", "\n\n", re.sub(r" ?\n ?", "\n", reference)).strip()
+    assert normalize_text(text) == reference

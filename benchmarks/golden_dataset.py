@@ -1,0 +1,260 @@
+"""Golden dataset from 1 M demo-shaped tasks in PostgreSQL: the streaming path vs the seed's way.
+
+    .venv/bin/python benchmarks/golden_dataset.py [--tasks 1000000] [--admin-url postgresql+psycopg2://postgres@127.0.0.1:5432/test]
+
+1. Creates its own database (dropped at the end), loads ``--templates`` demo tasks from the demo
+   generator (with its malformed rows and feedback) with COPY, and multiplies them to ``--tasks``
+   rows with ``generate_series`` in SQL; each copy's first user message gets a unique suffix so
+   the copies are not all duplicates.
+2. Runs each approach in a fresh subprocess (so peak RSS is that approach's own):
+   - streaming: server-side cursor, chunks of 5 000 tasks, golden rows streamed into Parquet;
+   - seed: every task and feedback row fetched into memory, then processed, the dataset built
+     in memory (what the original did, minus its 10 000-row cap).
+3. Prints tasks/s and peak RSS, and writes them to benchmarks/results/golden_dataset.txt with the
+   command line at the top.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import defaultdict
+from datetime import UTC, datetime
+from pathlib import Path
+
+import sqlalchemy as sa
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bindu_pipelines.demo.seed import demo_agents, generate_agent_rows  # noqa: E402
+from bindu_pipelines.golden_dataset.dataset import (  # noqa: E402
+    GoldenDatasetOptions,
+    GoldenDatasetPipeline,
+    golden_frame,
+    write_golden_parquet,
+)
+from bindu_pipelines.golden_dataset.feedback import FeedbackRow  # noqa: E402
+from bindu_pipelines.golden_dataset.fetch import RawTask, _agent_filter  # noqa: E402
+from bindu_runtime import PromptStore, make_engine, upgrade  # noqa: E402
+from bindu_runtime.schema import task_feedback, tasks  # noqa: E402
+
+AGENT_ID = "support-bot"
+RESULTS = ROOT / "benchmarks" / "results" / "golden_dataset.txt"
+OPTIONS = dict(limit=None, require_feedback=True)
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+# ---------------------------------------------------------------- data loading ------------------
+def _copy(raw, table: str, columns: list[str], rows) -> None:
+    buffer = io.StringIO()
+    for row in rows:
+        buffer.write("\t".join(_copy_value(v) for v in row) + "\n")
+    buffer.seek(0)
+    with raw.cursor() as cursor:
+        cursor.copy_expert(f"COPY {table} ({', '.join(columns)}) FROM STDIN", buffer)
+
+
+def _copy_value(value) -> str:
+    if value is None:
+        return "\\N"
+    text = value if isinstance(value, str) else json.dumps(value)
+    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def load(url: str, n_tasks: int, n_templates: int) -> dict:
+    engine = make_engine(url)
+    upgrade(engine)
+    prompt_id = PromptStore(engine).bootstrap(AGENT_ID, "You are a helpful support agent.").id
+    agent = next(a for a in demo_agents(3) if a.agent_id == AGENT_ID)
+    started = time.perf_counter()
+    template_tasks, template_feedback = [], []
+    for n, demo in enumerate(generate_agent_rows(agent, prompt_id, tasks_count=n_templates, seed=7, now=datetime.now(UTC))):
+        t = demo.task
+        template_tasks.append((str(n), t["state"], json.dumps(t["history"]), t["created_at"].isoformat()))
+        for f in demo.feedback:
+            template_feedback.append((str(n), json.dumps(f["feedback_data"]), f["created_at"].isoformat()))
+    raw = engine.raw_connection()
+    try:
+        with raw.cursor() as cursor:
+            cursor.execute("CREATE TEMP TABLE tpl_tasks (n int, state text, history jsonb, created_at timestamptz)")
+            cursor.execute("CREATE TEMP TABLE tpl_feedback (n int, feedback_data jsonb, created_at timestamptz)")
+        _copy(raw, "tpl_tasks", ["n", "state", "history", "created_at"], template_tasks)
+        _copy(raw, "tpl_feedback", ["n", "feedback_data", "created_at"], template_feedback)
+        with raw.cursor() as cursor:
+            cursor.execute("CREATE INDEX ON tpl_feedback (n)")
+            # Copy k of template n is series i = k * n_templates + n; ids derive from i.
+            cursor.execute(
+                """
+                INSERT INTO tasks (id, context_id, kind, state, state_timestamp, history, artifacts, metadata,
+                                   prompt_id, created_at, updated_at)
+                SELECT md5('t' || s.i)::uuid, md5('c' || s.i)::uuid, 'task', t.state,
+                       t.created_at - make_interval(secs => s.i / %(m)s), 
+                       CASE WHEN jsonb_typeof(t.history -> 0 -> 'parts' -> 0 -> 'text') = 'string'
+                            THEN jsonb_set(t.history, '{0,parts,0,text}',
+                                           to_jsonb((t.history -> 0 -> 'parts' -> 0 ->> 'text') || ' (#' || s.i || ')'))
+                            ELSE t.history END,
+                       '[]'::jsonb, '{}'::jsonb, %(prompt)s,
+                       t.created_at - make_interval(secs => s.i / %(m)s), t.created_at
+                  FROM generate_series(0, %(total)s - 1) AS s(i)
+                  JOIN tpl_tasks t ON t.n = s.i %% %(m)s
+                """,
+                {"m": n_templates, "total": n_tasks, "prompt": prompt_id},
+            )
+            cursor.execute(
+                """
+                INSERT INTO task_feedback (task_id, feedback_data, created_at)
+                SELECT md5('t' || s.i)::uuid, f.feedback_data, f.created_at
+                  FROM generate_series(0, %(total)s - 1) AS s(i)
+                  JOIN tpl_feedback f ON f.n = s.i %% %(m)s
+                """,
+                {"m": n_templates, "total": n_tasks},
+            )
+            cursor.execute("ANALYZE tasks; ANALYZE task_feedback")
+        raw.commit()
+    finally:
+        raw.close()
+    with engine.connect() as conn:
+        counts = {
+            "tasks": conn.execute(sa.select(sa.func.count()).select_from(tasks)).scalar_one(),
+            "feedback_rows": conn.execute(sa.select(sa.func.count()).select_from(task_feedback)).scalar_one(),
+            "table_size": conn.exec_driver_sql("SELECT pg_size_pretty(pg_total_relation_size('tasks'))").scalar_one(),
+        }
+    engine.dispose()
+    counts["load_seconds"] = round(time.perf_counter() - started, 1)
+    return counts
+
+
+# ---------------------------------------------------------------- the two approaches ------------
+def run_streaming(url: str, chunk_size: int, workers: int) -> dict:
+    engine = make_engine(url)
+    with tempfile.TemporaryDirectory() as tmp:
+        started = time.perf_counter()
+        result = write_golden_parquet(engine, AGENT_ID, os.path.join(tmp, "golden.parquet"),
+                                      GoldenDatasetOptions(**OPTIONS), chunk_size=chunk_size, workers=workers)
+        seconds = time.perf_counter() - started
+    engine.dispose()
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 if workers > 1 else 0.0
+    label = "streaming, 1 process" if workers <= 1 else f"streaming, {workers} workers"
+    return {"approach": label, "tasks": result.tasks_read, "golden_rows": result.rows, "seconds": seconds,
+            # Upper bound for the whole process tree: main peak + each worker at the largest worker's peak.
+            "peak_rss_mb": peak_rss_mb() + workers * children if workers > 1 else peak_rss_mb(),
+            "reports": result.reports}
+
+
+def run_seed(url: str) -> dict:
+    """Everything into memory first (one plain query per table), then the same stages."""
+    engine = make_engine(url)
+    started = time.perf_counter()
+    with engine.connect() as conn:
+        task_rows = conn.execute(
+            sa.select(tasks.c.id, tasks.c.context_id, tasks.c.prompt_id, tasks.c.created_at, tasks.c.history)
+            .where(*_agent_filter(AGENT_ID, None, None))
+            .order_by(tasks.c.created_at.desc(), tasks.c.id)
+        ).all()
+        feedback_rows = conn.execute(
+            sa.select(task_feedback.c.task_id, task_feedback.c.id, task_feedback.c.created_at, task_feedback.c.feedback_data)
+            .where(task_feedback.c.task_id.in_(sa.select(tasks.c.id).where(*_agent_filter(AGENT_ID, None, None))))
+        ).all()
+    feedback = defaultdict(list)
+    for task_id, row_id, created_at, data in feedback_rows:
+        feedback[task_id].append(FeedbackRow(row_id, created_at, data))
+    pipeline = GoldenDatasetPipeline(GoldenDatasetOptions(**OPTIONS))
+    rows = []
+    for row in task_rows:
+        raw_task = RawTask(str(row.id), str(row.context_id), row.prompt_id, row.created_at, row.history, feedback.get(row.id, []))
+        rows.extend(pipeline.process_task(raw_task))
+    frame = golden_frame(rows)
+    seconds = time.perf_counter() - started
+    engine.dispose()
+    return {"approach": "seed (all in memory)", "tasks": len(task_rows), "golden_rows": len(frame), "seconds": seconds,
+            "peak_rss_mb": peak_rss_mb(), "reports": pipeline.summary()}
+
+
+def in_subprocess(args: list[str]) -> dict:
+    out = subprocess.run([sys.executable, __file__, *args], check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------- main --------------------------
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=1_000_000)
+    parser.add_argument("--templates", type=int, default=20_000)
+    parser.add_argument("--chunk-size", type=int, default=5_000)
+    parser.add_argument("--workers", type=int, default=2, help="processes for the parallel streaming run")
+    parser.add_argument("--admin-url", default=os.environ.get("BINDU_TEST_POSTGRES_ADMIN_URL",
+                                                             "postgresql+psycopg2://postgres@127.0.0.1:5432/test"))
+    parser.add_argument("--skip-seed", action="store_true", help="only measure the streaming path")
+    parser.add_argument("--no-write", action="store_true", help="print only, do not write the results file")
+    parser.add_argument("--worker", choices=["streaming", "seed"], help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.worker == "streaming":
+        print(json.dumps(run_streaming(args.url, args.chunk_size, args.workers)))
+        return 0
+    if args.worker == "seed":
+        print(json.dumps(run_seed(args.url)))
+        return 0
+
+    name = f"bindu_bench_golden_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    admin = sa.create_engine(args.admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    url = sa.make_url(args.admin_url).set(database=name).render_as_string(hide_password=False)
+    try:
+        loaded = load(url, args.tasks, args.templates)
+        print(f"loaded {loaded}", flush=True)
+        streaming = ["--worker", "streaming", "--url", url, "--chunk-size", str(args.chunk_size)]
+        results = [in_subprocess([*streaming, "--workers", "1"])]
+        if args.workers > 1:
+            results.append(in_subprocess([*streaming, "--workers", str(args.workers)]))
+        if not args.skip_seed:
+            results.append(in_subprocess(["--worker", "seed", "--url", url]))
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+    command = "$ .venv/bin/python benchmarks/golden_dataset.py " + " ".join(sys.argv[1:])
+    lines = [
+        command.rstrip(),
+        "",
+        f"date: {datetime.now(UTC):%Y-%m-%d %H:%M UTC}; machine: {os.cpu_count()} cores, shared; "
+        f"load average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}",
+        f"data: {loaded['tasks']:,} tasks ({loaded['table_size']}), {loaded['feedback_rows']:,} feedback rows, "
+        f"{args.templates:,} demo templates x copies; loaded in {loaded['load_seconds']} s (COPY + generate_series)",
+        "options: strategy last_turn, require_feedback, PII scrubbing on, no limit, "
+        f"chunk size {args.chunk_size:,}",
+        "peak RSS: each approach in its own subprocess (ru_maxrss); for the parallel run, the main process "
+        "plus every worker counted at the largest worker's peak (an upper bound)",
+        "",
+        f"{'approach':<24}{'tasks':>11}{'golden rows':>13}{'seconds':>10}{'tasks/s':>10}{'peak RSS MB':>13}",
+    ]
+    for r in results:
+        lines.append(f"{r['approach']:<24}{r['tasks']:>11,}{r['golden_rows']:>13,}{r['seconds']:>10.1f}"
+                     f"{r['tasks'] / r['seconds']:>10,.0f}{r['peak_rss_mb']:>13,.0f}")
+    lines += ["", "stage report (streaming):"]
+    for stage, report in results[0]["reports"].items():
+        lines.append(f"  {stage:<12} in {report['rows_in']:>9,}  out {report['rows_out']:>9,}  dropped {report['dropped']}")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if not args.no_write:
+        RESULTS.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
