@@ -134,6 +134,18 @@ def _aggregate_sql(dialect_name: str, segment_count: int) -> str:
         f"WHEN t.created_at >= :segment_{index} THEN {index}" for index in reversed(range(1, segment_count))
     )
     segment_expr = f"CASE {segment_case} ELSE 0 END" if segment_count > 1 else "0"
+    if dialect_name == "postgresql":
+        # Per task, its latest valid row through the task_feedback(task_id) index (LATERAL ... LIMIT 1):
+        # no sort of all the experiment's feedback, and a hash aggregate at the end.
+        return f"""
+        SELECT t.prompt_id AS prompt_id, {segment_expr} AS segment, COUNT(*) AS tasks,
+               SUM(latest.score) AS total, SUM(latest.score * latest.score) AS total_sq
+          FROM tasks AS t
+          CROSS JOIN LATERAL ({_latest_valid_score_pg()}) AS latest
+         WHERE t.prompt_id IN (:active_id, :candidate_id)
+           AND t.created_at >= :since AND t.created_at < :as_of
+         GROUP BY 1, 2
+        """
     return f"""
         WITH scored AS (
             SELECT t.prompt_id AS prompt_id,
@@ -159,6 +171,18 @@ def _aggregate_sql(dialect_name: str, segment_count: int) -> str:
          WHERE position = 1
          GROUP BY prompt_id, segment
     """
+
+
+def _latest_valid_score_pg() -> str:
+    return f"""
+            SELECT scored.score FROM (
+                SELECT {feedback_score_sql("postgresql")} AS score, f.created_at, f.id
+                  FROM task_feedback AS f
+                 WHERE f.task_id = t.id AND f.created_at <= :as_of
+            ) AS scored
+             WHERE scored.score IS NOT NULL
+             ORDER BY scored.created_at DESC, scored.id DESC
+             LIMIT 1"""
 
 
 def experiment_metrics(
