@@ -23,6 +23,9 @@ SQLITE_BUSY_TIMEOUT_S = 10.0
 
 def make_engine(url: str | None = None, *, connect_timeout: float = 5.0, **engine_kwargs) -> sa.Engine:
     resolved = make_url(resolve_database_url(url))
+    # Errors must not carry statement parameters: prompt texts, feedback and user data would end up
+    # in logs, exceptions and Dagster run metadata.
+    engine_kwargs.setdefault("hide_parameters", True)
     if resolved.get_backend_name() == "sqlite":
         return _sqlite_engine(resolved, connect_timeout, **engine_kwargs)
     return _postgres_engine(resolved, connect_timeout, **engine_kwargs)
