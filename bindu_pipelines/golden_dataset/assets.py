@@ -27,7 +27,7 @@ from .dataset import (
     golden_frame,
 )
 from .feedback import FEEDBACK_ON_MISSING_TASK, FeedbackRow
-from .fetch import count_agent_tasks, count_orphan_feedback, iter_agent_task_chunks
+from .fetch import count_agent_tasks, count_orphan_feedback, decode_feedback_rows, iter_agent_task_chunks
 from .history import DEFAULT_MAX_MESSAGE_CHARS
 from .quality import TRAIN, VALIDATION
 from .reporting import markdown_table, score_histogram, stage_metadata
@@ -107,7 +107,7 @@ def raw_tasks(context: dg.AssetExecutionContext, config: GoldenDatasetConfig, bi
         engine, agent_id, since=options.since, limit=options.limit, rebuild_context=options.rebuild_context
     ):
         for task in chunk:
-            feedback = [[f.id, str(f.created_at), f.data] for f in task.feedback]
+            feedback = [[row_id, str(created_at), data] for row_id, created_at, data in decode_feedback_rows(task.feedback)]
             records.append((task.id, task.context_id, task.prompt_id, task.created_at, _json_text(task.history),
                             json.dumps(feedback, default=str)))
     frame = pd.DataFrame.from_records(records, columns=RAW_TASK_COLUMNS)

@@ -26,7 +26,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .extractor import InteractionExtractor
 from .feedback import DEFAULT_SCALE, FeedbackScale, TaskFeedback, combine_task_feedback
-from .fetch import DEFAULT_CHUNK_SIZE, RawTask, iter_agent_task_chunks
+from .fetch import DEFAULT_CHUNK_SIZE, RawTask, decode_feedback_rows, iter_agent_task_chunks
 from .history import DEFAULT_MAX_MESSAGE_CHARS
 from .models import Interaction
 from .quality import TRAIN, VALIDATION, Deduplicator, QualitySettings, quality_drop_reason, split_for, validate_pair
@@ -116,7 +116,7 @@ class GoldenDatasetPipeline:
     # -- stage: feedback -------------------------------------------------------------------------
     def normalize_feedback(self, feedback_rows: Iterable) -> TaskFeedback:
         """One task's feedback rows -> its one score (rows in = feedback rows, out = scored tasks)."""
-        rows = list(feedback_rows)
+        rows = decode_feedback_rows(feedback_rows) if isinstance(feedback_rows, (str, bytes)) else list(feedback_rows)
         report = self.reports["feedback"]
         result = combine_task_feedback(rows, self.options.feedback_scale)
         report.rows_in += len(rows)

@@ -8,7 +8,7 @@ from uuid import UUID
 
 from .history import DEFAULT_MAX_MESSAGE_CHARS, NO_COMPLETE_TURN, clean_messages, parse_history
 from .models import Interaction
-from .pii import scrub_pii
+from .pii import might_contain_pii, scrub_pii
 from .strategies import BaseExtractionStrategy, LastTurnStrategy
 
 __all__ = ["ExtractionOutcome", "InteractionExtractor", "clean_messages"]
@@ -60,7 +60,8 @@ class InteractionExtractor:
         interactions = []
         for interaction in found:
             update: dict[str, Any] = {}
-            if self.scrub_pii:
+            # One pre-check over both texts: most interactions hold no PII and skip the regex.
+            if self.scrub_pii and might_contain_pii(interaction.user_input + "\n" + interaction.agent_output):
                 user_input = scrub_pii(interaction.user_input, pii)
                 agent_output = scrub_pii(interaction.agent_output, pii)
                 if user_input != interaction.user_input:

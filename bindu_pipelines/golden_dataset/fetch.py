@@ -32,7 +32,9 @@ DEFAULT_CHUNK_SIZE = 5_000
 class RawTask:
     """One task as read: history and feedback are whatever the database holds (validated later).
 
-    ``feedback`` holds ``(id, created_at, feedback_data)`` rows.
+    ``feedback`` holds ``(id, created_at, feedback_data)`` rows, or the database's JSON text of
+    them (decoded by ``decode_feedback_rows`` where the rows are used, so that worker processes,
+    not the reading process, pay for it).
     """
 
     id: str
@@ -101,14 +103,18 @@ def count_orphan_feedback(engine: sa.Engine) -> int:
         return int(conn.execute(query).scalar_one())
 
 
-def _decode_feedback(text: Any) -> list:
-    if text is None:
+def decode_feedback_rows(value: Any) -> list:
+    """A task's aggregated feedback as ``[id, created_at, feedback_data]`` rows (text is decoded)."""
+    if value is None:
         return []
-    try:
-        rows = loads(text) if isinstance(text, (str, bytes)) else text
-    except ValueError:
+    if isinstance(value, (str, bytes)):
+        try:
+            value = loads(value)
+        except ValueError:
+            return []
+    if not isinstance(value, list):
         return []
-    return [row for row in rows if isinstance(row, list) and len(row) == 3] if isinstance(rows, list) else []
+    return [row for row in value if isinstance(row, (list, tuple)) and len(row) == 3]
 
 
 def _context_conversations(conn: sa.Connection, chunk: list[RawTask]) -> dict[str, list]:
@@ -168,7 +174,7 @@ def iter_agent_task_chunks(
             for rows in result.partitions():
                 chunk = [
                     RawTask(str(task_id), str(context_id) if context_id is not None else None, prompt_id, created_at,
-                            history, _decode_feedback(feedback))
+                            history, feedback if feedback is not None else [])
                     for task_id, context_id, prompt_id, created_at, history, feedback in rows
                 ]
                 if lookup is not None:
