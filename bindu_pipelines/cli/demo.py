@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 
-from bindu_pipelines.cli.status import render_status
 from bindu_pipelines.demo.seed import seed_demo_data
-from bindu_pipelines.status import agent_status
 from bindu_runtime import make_engine, upgrade
 from bindu_runtime.config import redact_url, resolve_database_url
 
@@ -22,10 +20,15 @@ def register(subparsers) -> None:
     seed.add_argument("--json", action="store_true")
     seed.set_defaults(func=run_seed)
 
-    run = commands.add_parser("run", help="the whole demo: database, data, pipeline, canary")
-    run.add_argument("--agents", type=_positive_int, default=2)
-    run.add_argument("--tasks", type=_non_negative_int, default=200)
+    run = commands.add_parser("run", help="the whole loop: data, training through Dagster, live traffic, canary")
+    run.add_argument("--agents", type=_positive_int, default=2, help="demo agents (default 2)")
+    run.add_argument("--tasks", type=_non_negative_int, default=200, help="history tasks per agent (default 200)")
     run.add_argument("--seed", type=int, default=7)
+    run.add_argument("--optimizer", choices=("simba", "gepa", "miprov2"), default="simba")
+    run.add_argument("--max-steps", type=_positive_int, default=4, help="SIMBA steps (default 4)")
+    run.add_argument("--requests-per-hour", type=_positive_int, default=80, help="simulated requests per agent and hour")
+    run.add_argument("--max-hours", type=_positive_int, default=200, help="stop the simulated canary after this many hours")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.add_argument("--database-url")
     run.set_defaults(func=run_demo)
 
@@ -65,14 +68,11 @@ def run_seed(args) -> int:
 
 
 def run_demo(args) -> int:
-    url = resolve_database_url(args.database_url)
-    engine = make_engine(url)
-    try:
-        upgrade(engine)
-        summary = seed_demo_data(engine, agents=args.agents, tasks_per_agent=args.tasks, seed=args.seed)
-        print(f"database {redact_url(url)}: {summary['tasks']} new demo tasks for {', '.join(summary['agents'])}")
-        for agent_id in summary["agents"]:
-            print(render_status(agent_status(engine, agent_id)))
-    finally:
-        engine.dispose()
+    from bindu_pipelines.demo.run import run_demo as run_whole_demo
+
+    run_whole_demo(
+        agents=args.agents, tasks_per_agent=args.tasks, seed=args.seed, optimizer=args.optimizer,
+        max_steps=args.max_steps, requests_per_hour=args.requests_per_hour, max_hours=args.max_hours,
+        database_url=args.database_url, progress=not args.no_progress,
+    )  # fmt: skip
     return 0
