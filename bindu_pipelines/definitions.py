@@ -1,16 +1,20 @@
 """Every Dagster definition of the project, from one place.
 
 Each domain folder (golden_dataset, optimization, canary) exposes its own ``defs``; the resources
-they share are bound here once.
+they share are bound here once. (Dagster loads the one ``Definitions`` object at module scope, so
+the domain modules are imported, not their objects.)
 """
 
 import dagster as dg
 
-from bindu_pipelines.canary.definitions import defs as canary_defs
-from bindu_pipelines.golden_dataset.definitions import defs as golden_dataset_defs
-from bindu_pipelines.optimization.definitions import defs as optimization_defs
+from bindu_pipelines.canary import definitions as canary
+from bindu_pipelines.golden_dataset import definitions as golden_dataset
+from bindu_pipelines.optimization import definitions as optimization
 from bindu_pipelines.resources import BinduDatabase
 
-shared_defs = dg.Definitions(resources={"bindu_db": BinduDatabase()})
-
-defs = dg.Definitions.merge(shared_defs, golden_dataset_defs, optimization_defs, canary_defs)
+defs = dg.Definitions.merge(
+    dg.Definitions(resources={"bindu_db": BinduDatabase()}),
+    golden_dataset.defs,
+    optimization.defs,
+    canary.defs,
+)
