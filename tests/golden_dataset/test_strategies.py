@@ -215,3 +215,19 @@ def test_custom_strategy_through_base_class():
             return Interaction(id=task_id, user_input=messages[0]["content"], agent_output=messages[-1]["content"].upper())
 
     assert parse_strategy(Shout()).extract_all("t", clean_messages(conversation(("a b", "ok"))))[0].agent_output == "OK"
+
+
+def test_similarity_with_a_caller_supplied_embedder():
+    """An embedding function replaces word overlap (a toy one: does the text start with 'z'?)."""
+    messages = clean_messages(conversation(("zzz", "Sleep well."), ("pizza please", "Ordered."), ("what is pip", "A package tool.")))
+    calls = []
+
+    def embed(texts):
+        calls.append(list(texts))
+        return [[1.0, 0.0] if text.startswith("z") else [0.0, 1.0] for text in texts]
+
+    chosen = SimilarityStrategy(query="zebra", embed=embed, use_both_messages=False).extract("t", messages)
+    assert (chosen.user_input, chosen.agent_output) == ("zzz", "Sleep well.")
+    assert calls == [["zebra", "zzz", "pizza please", "what is pip"]]
+    # Word overlap finds no turn sharing a word with "zebra": all score 0 and the latest turn wins.
+    assert SimilarityStrategy(query="zebra", use_both_messages=False).extract("t", messages).user_input == "what is pip"

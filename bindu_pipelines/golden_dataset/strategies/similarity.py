@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 from ..history import parse_turns
@@ -77,6 +78,15 @@ def compute_similarity(
     raise ValueError(f"unknown similarity method {method!r}; use one of {', '.join(SIMILARITY_METHODS)}")
 
 
+Embedder = Callable[[list[str]], Sequence[Sequence[float]]]
+
+
+def cosine(a: Sequence[float], b: Sequence[float]) -> float:
+    dot = sum(x * y for x, y in zip(a, b))
+    norm = math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b))
+    return dot / norm if norm else 0.0
+
+
 def _check_method(method: str) -> str:
     if method not in SIMILARITY_METHODS:
         raise ValueError(f"unknown similarity method {method!r}; use one of {', '.join(SIMILARITY_METHODS)}")
@@ -90,6 +100,10 @@ class SimilarityStrategy(BaseExtractionStrategy):
     Without a query, the reference is the conversation's final user message and the candidates are
     the turns before it (the earlier exchange the final question is about); a one-turn
     conversation yields its only turn.
+
+    By default similarity is word overlap: offline and fast. ``embed`` (a callable mapping texts to
+    vectors, e.g. a local model you loaded yourself or ``dspy.Embedder``) switches to cosine
+    similarity of embeddings; nothing is ever downloaded by this module.
     """
 
     def __init__(
@@ -98,6 +112,7 @@ class SimilarityStrategy(BaseExtractionStrategy):
         min_similarity: float = 0.0,
         similarity_method: SimilarityMethod = "jaccard",
         use_both_messages: bool = True,
+        embed: Embedder | None = None,
     ):
         if not 0.0 <= float(min_similarity) <= 1.0:
             raise ValueError(f"min_similarity must be within 0..1, got {min_similarity!r}")
@@ -105,10 +120,19 @@ class SimilarityStrategy(BaseExtractionStrategy):
         self.min_similarity = float(min_similarity)
         self.similarity_method = _check_method(similarity_method)
         self.use_both_messages = use_both_messages
+        self.embed = embed
 
     @property
     def name(self) -> str:
         return "similarity"
+
+    def _scores(self, reference: str, candidates: list[tuple[str, str]], turns: list[tuple[str, str]]) -> list[float]:
+        texts = [self._text(turn) for turn in candidates]
+        if self.embed is not None:
+            vectors = list(self.embed([reference, *texts]))
+            return [cosine(vectors[0], vector) for vector in vectors[1:]]
+        corpus = [self._text(t) for t in turns] if self.similarity_method == "weighted" else None
+        return [compute_similarity(text, reference, self.similarity_method, corpus) for text in texts]
 
     def _text(self, turn: tuple[str, str]) -> str:
         return f"{turn[0]} {turn[1]}" if self.use_both_messages else turn[0]
@@ -123,10 +147,8 @@ class SimilarityStrategy(BaseExtractionStrategy):
             reference, candidates = turns[-1][0], turns[:-1]
         else:
             reference, candidates = self.query, turns
-        corpus = [self._text(t) for t in turns] if self.similarity_method == "weighted" else None
         best_score, best_turn = -1.0, None
-        for turn in candidates:
-            score = compute_similarity(self._text(turn), reference, self.similarity_method, corpus)
+        for turn, score in zip(candidates, self._scores(reference, candidates, turns)):
             if score >= best_score:
                 best_score, best_turn = score, turn
         if best_turn is None or best_score < self.min_similarity:
