@@ -55,6 +55,11 @@ def one_line_reason(exc: BaseException) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    for name, value in vars(args).items():
+        # CPython's argparse turns "--opt=--" into [] without calling the option's type (no option
+        # here takes a list): refuse it as the usage error it is instead of crashing later.
+        if isinstance(value, list) and not value:
+            parser.error(f"argument --{name.replace('_', '-')}: expected one argument")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)
