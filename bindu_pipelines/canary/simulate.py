@@ -46,8 +46,8 @@ class Scenario:
                 raise ValueError(f"{name} is a mean score and must be within [0, 1], got {value}")
         if self.scale == "rating" and not all(0.0 < r < 1.0 for r in (self.active_rate, self.candidate_rate)):
             raise ValueError("rating-scale rates must be strictly between 0 and 1")
-        if self.feedback_per_hour <= 0:
-            raise ValueError(f"feedback_per_hour must be positive, got {self.feedback_per_hour}")
+        if not (math.isfinite(self.feedback_per_hour) and self.feedback_per_hour > 0):
+            raise ValueError(f"feedback_per_hour must be a positive number, got {self.feedback_per_hour}")
         if self.hours < 1 or self.runs < 1:
             raise ValueError("hours and runs must be at least 1")
         if self.scale not in ("thumbs", "rating"):
