@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import dagster as dg
 import sqlalchemy as sa
 from pydantic import Field, PrivateAttr
@@ -33,6 +36,15 @@ class BinduDatabase(dg.ConfigurableResource):
     def store(self) -> PromptStore:
         return PromptStore(self.engine())
 
+    @contextlib.contextmanager
+    def failing_cleanly(self, what: str) -> Iterator[None]:
+        """A database error inside the block fails the step with one line naming the cause (the
+        driver's own words), instead of Dagster's wrapper around a page of SQL."""
+        try:
+            yield
+        except sa.exc.DBAPIError as exc:
+            raise dg.Failure(description=f"{what}: database error: {database_error_reason(exc)}") from exc
+
     def display_url(self) -> str:
         return redact_url(resolve_database_url(self.url))
 
@@ -40,3 +52,9 @@ class BinduDatabase(dg.ConfigurableResource):
         if self._engine is not None:
             self._engine.dispose()
             self._engine = None
+
+
+def database_error_reason(exc: sa.exc.DBAPIError) -> str:
+    """The first line of the driver's message, without SQLAlchemy's statement and parameters."""
+    text = str(exc.orig).strip() if exc.orig is not None else ""
+    return text.splitlines()[0] if text else type(exc.orig or exc).__name__

@@ -103,15 +103,16 @@ def raw_tasks(context: dg.AssetExecutionContext, config: GoldenDatasetConfig, bi
     options = config.options()
     engine = bindu_db.engine()
     records = []
-    for chunk in iter_agent_task_chunks(
-        engine, agent_id, since=options.since, limit=options.limit, rebuild_context=options.rebuild_context
-    ):
-        for task in chunk:
-            feedback = [[row_id, str(created_at), data] for row_id, created_at, data in decode_feedback_rows(task.feedback)]
-            records.append((task.id, task.context_id, task.prompt_id, task.created_at, _json_text(task.history),
-                            json.dumps(feedback, default=str)))
+    with bindu_db.failing_cleanly(f"reading the tasks of agent {agent_id!r}"):
+        for chunk in iter_agent_task_chunks(
+            engine, agent_id, since=options.since, limit=options.limit, rebuild_context=options.rebuild_context
+        ):
+            for task in chunk:
+                feedback = [[row_id, str(created_at), data] for row_id, created_at, data in decode_feedback_rows(task.feedback)]
+                records.append((task.id, task.context_id, task.prompt_id, task.created_at, _json_text(task.history),
+                                json.dumps(feedback, default=str)))
+        in_window = count_agent_tasks(engine, agent_id, since=options.since)
     frame = pd.DataFrame.from_records(records, columns=RAW_TASK_COLUMNS)
-    in_window = count_agent_tasks(engine, agent_id, since=options.since)
     report = StageReport("fetch", rows_in=in_window, rows_out=len(frame))
     if in_window > len(frame):
         report.drops[OVER_QUERY_LIMIT] = in_window - len(frame)
@@ -145,7 +146,8 @@ def normalized_feedback(
     frame["feedback_score"] = frame["feedback_score"].astype("float64")
     report = pipeline.reports["feedback"]
     # Feedback on a task that does not exist cannot be attributed to any agent: counted database-wide.
-    orphans = count_orphan_feedback(bindu_db.engine())
+    with bindu_db.failing_cleanly("counting feedback on missing tasks"):
+        orphans = count_orphan_feedback(bindu_db.engine())
     if orphans:
         report.drops[FEEDBACK_ON_MISSING_TASK] += orphans
         report.rows_in += orphans

@@ -103,14 +103,15 @@ def candidate_prompt(
     agent_id = context.partition_key
     num_threads = language_model.settings().num_threads
     try:
-        outcome = train_candidate(
-            bindu_db.store(),
-            agent_id,
-            golden_dataset,
-            language_model=language_model,
-            config=config.optimizer_config(num_threads),
-            confidence=config.confidence,
-        )
+        with bindu_db.failing_cleanly(f"training agent {agent_id!r}"):
+            outcome = train_candidate(
+                bindu_db.store(),
+                agent_id,
+                golden_dataset,
+                language_model=language_model,
+                config=config.optimizer_config(num_threads),
+                confidence=config.confidence,
+            )
     except TrainingFailed as exc:
         raise dg.Failure(description=str(exc), metadata={"reason": str(exc)}, allow_retries=False) from None
     level = context.log.warning if outcome.status == "skipped" else context.log.info
