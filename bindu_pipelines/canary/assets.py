@@ -106,6 +106,8 @@ def outcome_metadata(outcome: ControllerOutcome) -> dict[str, dg.MetadataValue]:
 @dg.asset(
     partitions_def=agent_partitions,
     group_name=GROUP,
+    # Lineage: the decision is about the candidate that `candidate_prompt` put into the canary.
+    deps=["candidate_prompt"],
     kinds={"python", "sql"},
     description=(
         "How much traffic the agent's candidate prompt gets after this canary iteration: ramped up, "

@@ -26,3 +26,4 @@ def test_definitions_hold_the_assets_jobs_and_automation():
     assert {s.name for s in defs.sensors} == {"agent_discovery_sensor", "canary_sensor"}
     groups = {graph.get(key).group_name for key in graph.get_all_asset_keys()}
     assert groups == {"golden_dataset", "optimization", "canary"}
+    assert graph.get(dg.AssetKey("traffic_decision")).parent_keys == {dg.AssetKey("candidate_prompt")}

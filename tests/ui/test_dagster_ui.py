@@ -1,0 +1,117 @@
+"""The Dagster UI after a demo run, in a real headless Chromium (Debian's, never a downloaded one).
+
+A throwaway DAGSTER_HOME gets a (smaller) demo run; `dagster dev` is started on it by the test and
+stopped by PID. Screenshots are kept in test-output/ui/.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.ui.dagster_dev import REPO, DagsterDev
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOTS = REPO / "test-output" / "ui"
+ASSETS = ["raw_tasks", "normalized_feedback", "extracted_interactions", "golden_dataset", "candidate_prompt", "traffic_decision"]
+EXPANDED_LINEAGE = "/asset-groups?expanded=" + "%2C".join(
+    f"global%40global%3A{group}" for group in ("golden_dataset", "optimization", "canary")
+)
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def dagster_ui(tmp_path_factory):
+    if not CHROMIUM.exists():
+        pytest.fail("Debian's chromium is not installed (.ci/run installs it: apt-get install chromium)")
+    home = tmp_path_factory.mktemp("dagster_home")
+    shutil.copy(REPO / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
+    env = {**os.environ, "DAGSTER_HOME": str(home), "BINDU_DATABASE_URL": f"sqlite:///{home / 'bindu.sqlite'}"}
+    demo = subprocess.run(
+        [sys.executable, "-m", "bindu_pipelines.cli", "demo", "run", "--agents", "2", "--tasks", "120",
+         "--max-steps", "1", "--requests-per-hour", "100", "--no-progress"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert demo.returncode == 0, demo.stderr[-3000:]
+    assert "promote" in demo.stdout
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    server = DagsterDev(home, env, SCREENSHOTS / "dagster-dev.log")
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def browser(dagster_ui):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    page = browser.new_page(viewport={"width": 2200, "height": 1000})
+    page.set_default_timeout(30_000)
+    yield page
+    page.close()
+
+
+def test_asset_graph_shows_the_assets_and_their_edges(dagster_ui, page):
+    page.goto(dagster_ui.url + EXPANDED_LINEAGE)
+    for name in ASSETS:
+        page.get_by_text(name, exact=True).first.wait_for()
+    # Lineage edges are the arrow-headed paths of the graph's SVG layer.
+    page.locator("svg path[marker-end]").first.wait_for(state="attached")  # straight edges have no height
+    edges = page.locator("svg path[marker-end]").count()
+    page.screenshot(path=SCREENSHOTS / "asset-graph.png")
+    # raw_tasks→normalized_feedback, raw_tasks→extracted_interactions, normalized_feedback→extracted_interactions,
+    # extracted_interactions→golden_dataset, golden_dataset→candidate_prompt, candidate_prompt→traffic_decision
+    assert edges == 6
+
+
+def test_asset_page_shows_latest_materialization_metadata_and_checks(dagster_ui, page):
+    page.goto(dagster_ui.url + "/assets/golden_dataset?partition=support-bot")
+    page.get_by_text("Latest materialization").first.wait_for()
+    page.get_by_text("Row count", exact=True).first.wait_for()  # dagster/row_count, shown in the status bar
+    for key in ("rows_in", "fingerprint", "preview", "dropped_by_reason", "score_distribution"):
+        page.get_by_text(key, exact=True).first.wait_for()
+    page.screenshot(path=SCREENSHOTS / "golden-dataset.png", full_page=True)
+    page.goto(dagster_ui.url + "/assets/golden_dataset?view=checks")
+    page.get_by_text("golden_dataset_has_enough_examples", exact=True).first.wait_for()
+    page.get_by_text("This is a blocking asset check").wait_for()
+    assert page.get_by_text("Passed", exact=True).count() >= 1
+    page.screenshot(path=SCREENSHOTS / "golden-dataset-checks.png")
+
+
+def test_traffic_decision_page_plots_the_experiment(dagster_ui, page):
+    page.goto(dagster_ui.url + "/assets/traffic_decision?partition=support-bot")
+    page.get_by_text("traffic_after", exact=True).first.wait_for()
+    assert page.get_by_text("promote", exact=True).count() >= 1
+    page.get_by_role("button", name="Plots").click()
+    page.get_by_role("button", name="Events").click()  # over materializations, not across partitions
+    page.get_by_text("candidate_mean_score", exact=True).first.wait_for()
+    page.wait_for_timeout(1500)  # let the charts draw
+    page.screenshot(path=SCREENSHOTS / "traffic-decision.png", full_page=True)
+    assert page.locator("canvas, svg.recharts-surface").count() >= 4
+
+
+def test_automation_page_lists_sensors_and_schedules(dagster_ui, page):
+    page.goto(dagster_ui.url + "/automation")
+    for name in ("daily_training_schedule", "hourly_canary_schedule", "agent_discovery_sensor", "canary_sensor"):
+        page.get_by_text(name, exact=True).first.wait_for()
+    page.screenshot(path=SCREENSHOTS / "automation.png")
