@@ -17,6 +17,7 @@ from .errors import (
     UnknownTask,
 )
 from .feedback import FeedbackCollector
+from .prompt_selector import select_prompt_with_canary
 from .router import PromptChoice, PromptRouter
 from .schema import upgrade
 from .store import Prompt, PromptStore, ServingState
@@ -39,5 +40,6 @@ __all__ = [
     "UnknownTask",
     "make_engine",
     "resolve_database_url",
+    "select_prompt_with_canary",
     "upgrade",
 ]

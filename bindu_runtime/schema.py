@@ -45,11 +45,10 @@ tasks = sa.Table(
     sa.Column("prompt_id", sa.String(64), nullable=True),
     sa.Column("created_at", Timestamp, nullable=False, server_default=sa.func.now()),
     sa.Column("updated_at", Timestamp, nullable=False, server_default=sa.func.now()),
-    sa.Index("ix_tasks_prompt_id", "prompt_id"),
-    # --- canary (issue 5): the controller aggregates one prompt's tasks since the experiment
-    # started; this index turns that into a range scan instead of reading the prompt's whole history.
-    sa.Index("ix_tasks_prompt_id_created_at", "prompt_id", "created_at", postgresql_include=["id"]),
-    # --- end canary
+    # prompt_id's one index. Leading with prompt_id it serves every lookup by prompt; with created_at
+    # (and id, on PostgreSQL) the canary's "this prompt's tasks since the experiment began" is an
+    # index-only range scan instead of a read of the prompt's whole history.
+    sa.Index("ix_tasks_prompt_id", "prompt_id", "created_at", postgresql_include=["id"]),
 )
 
 task_feedback = sa.Table(
@@ -209,13 +208,8 @@ def upgrade(engine: sa.Engine) -> list[str]:
                 changes.append("added column tasks.prompt_id")
             indexes = {index["name"] for index in inspector.get_indexes("tasks")}
             if "ix_tasks_prompt_id" not in indexes:
-                connection.execute(sa.text("CREATE INDEX IF NOT EXISTS ix_tasks_prompt_id ON tasks (prompt_id)"))
+                next(index for index in tasks.indexes if index.name == "ix_tasks_prompt_id").create(connection)
                 changes.append("created index ix_tasks_prompt_id")
-            # --- canary (issue 5): the (prompt_id, created_at) index on a pre-existing Bindu tasks table.
-            if "ix_tasks_prompt_id_created_at" not in indexes:
-                next(i for i in tasks.indexes if i.name == "ix_tasks_prompt_id_created_at").create(connection)
-                changes.append("created index ix_tasks_prompt_id_created_at")
-            # --- end canary
         for statement in _SQLITE_TRIGGERS if is_sqlite(engine) else _POSTGRES_TRIGGERS:
             connection.execute(sa.text(statement))
     return changes

@@ -4,8 +4,8 @@ One query returns, for the active and the candidate prompt and for each traffic 
 experiment, how many tasks have feedback, the sum of their scores and the sum of squared scores.
 No task or feedback row is loaded into Python.
 
-The feedback scale is applied in SQL, on SQLite JSON and PostgreSQL JSONB alike, with the rule the
-golden dataset applies in Python (``bindu_pipelines.golden_dataset.feedback``):
+The feedback scale is applied in SQL (``bindu_runtime.feedback_sql``), on SQLite JSON and PostgreSQL
+JSONB alike, with the rule the golden dataset applies in Python (``bindu_pipelines.golden_dataset.feedback``):
 
 - a rating r in 1..5 (a JSON number equal to such an integer, or a string holding one in plain
   decimal notation: "4", "4.0", " +4 ") scores (r-1)/4; anything else is not a rating;
@@ -20,7 +20,7 @@ underscores are not ratings here. Bindu writes integers, so this only matters fo
 A task belongs to the arm of its ``prompt_id`` and to the traffic segment of its ``created_at``
 (when it was routed). Only tasks created since the experiment started and before ``as_of`` count,
 and only feedback written up to ``as_of``, so the same numbers can be recomputed for any past hour.
-The index ``ix_tasks_prompt_id_created_at`` makes the task side a range scan per arm.
+The index ``ix_tasks_prompt_id`` (prompt_id, created_at) makes the task side a range scan per arm.
 """
 
 from __future__ import annotations
@@ -33,66 +33,10 @@ from decimal import Decimal
 import sqlalchemy as sa
 
 from bindu_pipelines.canary.policy import ArmStats, SplitCounts
+from bindu_runtime.feedback_sql import feedback_score_sql
 from bindu_runtime.schema import Timestamp
 
 __all__ = ["ArmMetrics", "ExperimentMetrics", "TrafficSegment", "experiment_metrics", "feedback_score_sql"]
-
-_WHITESPACE_PG = r"E' \t\r\n'"
-_WHITESPACE_SQLITE = "' ' || char(9, 10, 13)"
-
-
-def _postgres_score(fd: str) -> str:
-    rating_text = f"btrim({fd}->>'rating', {_WHITESPACE_PG})"
-    thumbs_text = f"lower(btrim({fd}->>'thumbs_up', {_WHITESPACE_PG}))"
-    # CASE, unlike AND, evaluates in order: the numeric casts only see text that is a number.
-    return f"""CASE WHEN jsonb_typeof({fd}) = 'object' THEN COALESCE(
-        CASE
-            WHEN jsonb_typeof({fd}->'rating') = 'number' THEN
-                CASE WHEN ({fd}->>'rating')::numeric IN (1, 2, 3, 4, 5) THEN (({fd}->>'rating')::numeric - 1) / 4 END
-            WHEN jsonb_typeof({fd}->'rating') = 'string' AND {rating_text} ~ '^\\+?([0-9]+\\.?[0-9]*|\\.[0-9]+)$' THEN
-                CASE WHEN {rating_text}::numeric IN (1, 2, 3, 4, 5) THEN ({rating_text}::numeric - 1) / 4 END
-        END,
-        CASE
-            WHEN jsonb_typeof({fd}->'thumbs_up') = 'boolean' THEN CASE WHEN ({fd}->'thumbs_up')::boolean THEN 1 ELSE 0 END
-            WHEN jsonb_typeof({fd}->'thumbs_up') = 'number' AND {fd}->>'thumbs_up' IN ('0', '1') THEN ({fd}->>'thumbs_up')::numeric
-            WHEN jsonb_typeof({fd}->'thumbs_up') = 'string' AND {thumbs_text} IN ('true', 'yes', '1') THEN 1
-            WHEN jsonb_typeof({fd}->'thumbs_up') = 'string' AND {thumbs_text} IN ('false', 'no', '0') THEN 0
-        END) END"""
-
-
-def _sqlite_score(fd: str) -> str:
-    rating = f"json_extract({fd}, '$.rating')"
-    trimmed = f"trim({rating}, {_WHITESPACE_SQLITE})"
-    unsigned = f"(CASE WHEN substr({trimmed}, 1, 1) = '+' THEN substr({trimmed}, 2) ELSE {trimmed} END)"
-    plain_decimal = (
-        f"{unsigned} NOT IN ('', '.') AND {unsigned} NOT GLOB '*[^0-9.]*' "
-        f"AND length({unsigned}) - length(replace({unsigned}, '.', '')) <= 1"
-    )
-    thumbs = f"json_extract({fd}, '$.thumbs_up')"
-    thumbs_text = f"lower(trim({thumbs}, {_WHITESPACE_SQLITE}))"
-    return f"""CASE WHEN json_valid({fd}) AND json_type({fd}) = 'object' THEN COALESCE(
-        CASE
-            WHEN json_type({fd}, '$.rating') IN ('integer', 'real') AND {rating} IN (1, 2, 3, 4, 5) THEN ({rating} - 1) / 4.0
-            WHEN json_type({fd}, '$.rating') = 'text' AND {plain_decimal} AND CAST({unsigned} AS REAL) IN (1, 2, 3, 4, 5)
-                THEN (CAST({unsigned} AS REAL) - 1) / 4.0
-        END,
-        CASE
-            WHEN json_type({fd}, '$.thumbs_up') = 'true' THEN 1.0
-            WHEN json_type({fd}, '$.thumbs_up') = 'false' THEN 0.0
-            WHEN json_type({fd}, '$.thumbs_up') = 'integer' AND {thumbs} IN (0, 1) THEN {thumbs} * 1.0
-            WHEN json_type({fd}, '$.thumbs_up') = 'text' AND {thumbs_text} IN ('true', 'yes', '1') THEN 1.0
-            WHEN json_type({fd}, '$.thumbs_up') = 'text' AND {thumbs_text} IN ('false', 'no', '0') THEN 0.0
-        END) END"""
-
-
-def feedback_score_sql(dialect_name: str, column: str = "f.feedback_data") -> str:
-    """SQL expression: the normalised score of one feedback row, NULL when it is not valid."""
-    if dialect_name == "postgresql":
-        return _postgres_score(column)
-    if dialect_name == "sqlite":
-        return _sqlite_score(column)
-    raise ValueError(f"the canary aggregate supports SQLite and PostgreSQL, not {dialect_name}")
-
 
 @dataclass(frozen=True)
 class TrafficSegment:
