@@ -13,7 +13,7 @@ import dagster as dg
 
 from bindu_pipelines.partitions import agent_partitions
 from bindu_pipelines.resources import BinduDatabase
-from bindu_runtime import PromptStore
+from bindu_runtime import PromptStore, make_engine
 
 
 class UnknownAgent(LookupError):
@@ -64,8 +64,14 @@ def run_job_for_agent(
         from bindu_pipelines.definitions import defs as definitions
     instance = instance or dg.DagsterInstance.get()
     database = definitions.resources.get("bindu_db") if definitions.resources else None
-    store = (database if isinstance(database, BinduDatabase) else BinduDatabase()).store()
-    ensure_agent_partition(instance, store, agent_id)
+    configured = database if isinstance(database, BinduDatabase) else BinduDatabase()
+    # A fresh engine: the definitions' resource object is shared by every run in this process, and
+    # an engine cached on it would outlive a change of BINDU_DATABASE_URL.
+    engine = make_engine(configured.url, connect_timeout=configured.connect_timeout)
+    try:
+        ensure_agent_partition(instance, PromptStore(engine), agent_id)
+    finally:
+        engine.dispose()
     job = definitions.resolve_job_def(job_name)
     return job.execute_in_process(
         run_config=dict(run_config or {}),
