@@ -80,3 +80,24 @@ def run_job_for_agent(
         tags=dict(tags or {}),
         raise_on_error=False,
     )
+
+
+def step_failure_reason(result: dg.ExecuteInProcessResult, *, default: str = "the run failed") -> str:
+    """The first failed step's reason in one line, as a person should read it.
+
+    A ``dg.Failure`` raised by our assets carries the reason as its description; Dagster prefixes
+    the message with the exception's dotted class name, which is noise to a user.
+    """
+    for event in result.all_events:
+        if event.event_type_value != "STEP_FAILURE":
+            continue
+        error = event.event_specific_data.error
+        # Dagster wraps an unexpected exception; the user's error is its cause.
+        while error.cls_name == "DagsterExecutionStepExecutionError" and error.cause is not None:
+            error = error.cause
+        lines = (getattr(error, "message", "") or "").strip().splitlines()
+        text = lines[0] if lines else ""
+        if error.cls_name == "Failure" and text:
+            return text.split("Failure: ", 1)[-1]
+        return f"{event.step_key or 'a step'} failed: {text or error.cls_name}"
+    return default

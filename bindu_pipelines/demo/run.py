@@ -26,7 +26,7 @@ from bindu_pipelines.canary.assets import CANARY_AGENT_TAG
 from bindu_pipelines.demo.catalog import agent_named
 from bindu_pipelines.demo.seed import seed_demo_data
 from bindu_pipelines.demo.traffic import UserTaste, play_hour
-from bindu_pipelines.launch import run_job_for_agent
+from bindu_pipelines.launch import run_job_for_agent, step_failure_reason
 from bindu_pipelines.optimization.api import training_run_config
 from bindu_pipelines.optimization.jobs import TRAINING_JOB, training_tags
 from bindu_pipelines.optimization.offline_lm import OFFLINE_MODEL, agent_reply
@@ -70,9 +70,7 @@ def train_agent(agent_id: str, instance: dg.DagsterInstance, *, optimizer: str, 
     report.dataset = {name: materialized.get(name, {}) for name in GOLDEN_ASSETS}
     report.training = materialized.get("candidate_prompt", {})
     if not result.success:
-        failure = next((e for e in result.all_events if e.event_type_value == "STEP_FAILURE"), None)
-        message = failure.event_specific_data.error.message.strip().splitlines()[0] if failure else "run failed"
-        report.training = {"outcome": "failed", "reason": message}
+        report.training = {"outcome": "failed", "reason": step_failure_reason(result, default="the training run failed")}
     return report
 
 

@@ -84,7 +84,7 @@ def launch_training(
     **candidate_config: Any,
 ) -> TrainingResult:
     """Run the training job for ``agent_id`` through Dagster; ``quiet`` keeps Dagster's console log to warnings."""
-    from bindu_pipelines.launch import in_progress_runs, run_job_for_agent
+    from bindu_pipelines.launch import in_progress_runs, run_job_for_agent, step_failure_reason
 
     instance = instance or dg.DagsterInstance.get()
     tags = training_tags(agent_id)
@@ -105,7 +105,7 @@ def launch_training(
         definitions=definitions,
     )
     if not result.success:
-        raise TrainingRunFailed(_failure_reason(result))
+        raise TrainingRunFailed(step_failure_reason(result, default="the training run failed"))
     from .assets import outcome_from_materialization
 
     materializations = [
@@ -116,19 +116,6 @@ def launch_training(
     ]
     meta = outcome_from_materialization(dict(materializations[-1].metadata)) if materializations else {}
     return TrainingResult(agent_id, result.run_id, str(meta.get("outcome", "unknown")), str(meta.get("reason", "")), meta)
-
-
-def _failure_reason(result: dg.ExecuteInProcessResult) -> str:
-    for event in result.all_events:
-        if event.event_type_value == "STEP_FAILURE":
-            error = event.event_specific_data.error
-            text = (getattr(error, "message", "") or "").strip()
-            # dg.Failure carries our one-line reason as its description.
-            if "Failure" in (error.cls_name or "") and text:
-                return text.splitlines()[0]
-            step = event.step_key or "a step"
-            return f"{step} failed: {text.splitlines()[0] if text else error.cls_name}"
-    return "the training run failed"
 
 
 def train(

@@ -28,3 +28,32 @@ def test_each_launch_reads_the_database_configured_at_that_moment(tmp_path, monk
     with pytest.raises(UnknownAgent):
         run_job_for_agent("canary_job", "agent-a", instance=instance)
     assert instance.get_dynamic_partitions("agents") == ["agent-a", "agent-b"]
+
+
+def test_a_failed_run_reads_as_its_one_line_reason(tmp_path, monkeypatch):
+    from bindu_pipelines.launch import step_failure_reason
+    from bindu_pipelines.partitions import agent_partitions
+    from bindu_pipelines.resources import BinduDatabase
+
+    url = f"sqlite:///{tmp_path / 'bindu.sqlite'}"
+    bootstrapped(url, "agent-a")
+    monkeypatch.setenv("BINDU_DATABASE_URL", url)
+
+    @dg.asset(partitions_def=agent_partitions)
+    def refuses() -> None:
+        raise dg.Failure(description="agent 'agent-a': the model is unreachable")
+
+    @dg.asset(partitions_def=agent_partitions)
+    def crashes() -> None:
+        raise KeyError("boom")
+
+    defs = dg.Definitions(
+        assets=[refuses, crashes],
+        jobs=[dg.define_asset_job("refusing", [refuses]), dg.define_asset_job("crashing", [crashes])],
+        resources={"bindu_db": BinduDatabase()},
+    )
+    instance = dg.DagsterInstance.ephemeral()
+    refused = run_job_for_agent("refusing", "agent-a", instance=instance, definitions=defs)
+    assert step_failure_reason(refused) == "agent 'agent-a': the model is unreachable"
+    crashed = run_job_for_agent("crashing", "agent-a", instance=instance, definitions=defs)
+    assert step_failure_reason(crashed).startswith("crashes failed: KeyError")
