@@ -291,14 +291,7 @@ class PromptStore:
         statistics: Mapping[str, Any] | None = None,
     ) -> ServingState:
         """The candidate becomes the active prompt at 100 %; the old active is deprecated."""
-        expected = None if expected_traffic is None else as_traffic(expected_traffic)
-        with write_transaction(self.engine) as connection:
-            state = self._locked_experiment(connection, agent_id, candidate_id, expected)
-            # Archive first: the one-active index is checked statement by statement.
-            self._update(connection, state.active, "deprecated", NO_TRAFFIC, event="promote", statistics=statistics)
-            self._update(connection, state.candidate, "active", FULL_TRAFFIC, event="promote", statistics=statistics)
-            self._check_invariants(connection, agent_id)
-            return self._serving(connection, agent_id, lock=False)
+        return self._conclude(agent_id, candidate_id, expected_traffic, statistics, candidate_wins=True)
 
     def rollback(
         self,
@@ -309,11 +302,19 @@ class PromptStore:
         statistics: Mapping[str, Any] | None = None,
     ) -> ServingState:
         """The candidate is rolled back at 0 %; the active prompt serves 100 % again."""
+        return self._conclude(agent_id, candidate_id, expected_traffic, statistics, candidate_wins=False)
+
+    def _conclude(self, agent_id, candidate_id, expected_traffic, statistics, *, candidate_wins: bool) -> ServingState:
+        """End the experiment: the winner serves 100 % as the active prompt, the loser is archived."""
         expected = None if expected_traffic is None else as_traffic(expected_traffic)
+        event = "promote" if candidate_wins else "rollback"
         with write_transaction(self.engine) as connection:
             state = self._locked_experiment(connection, agent_id, candidate_id, expected)
-            self._update(connection, state.candidate, "rolled_back", NO_TRAFFIC, event="rollback", statistics=statistics)
-            self._update(connection, state.active, "active", FULL_TRAFFIC, event="rollback", statistics=statistics)
+            winner, loser = (state.candidate, state.active) if candidate_wins else (state.active, state.candidate)
+            # Archive first: the one-active index is checked statement by statement.
+            archived = "deprecated" if candidate_wins else "rolled_back"
+            self._update(connection, loser, archived, NO_TRAFFIC, event=event, statistics=statistics)
+            self._update(connection, winner, "active", FULL_TRAFFIC, event=event, statistics=statistics)
             self._check_invariants(connection, agent_id)
             return self._serving(connection, agent_id, lock=False)
 
