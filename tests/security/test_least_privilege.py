@@ -70,3 +70,33 @@ def test_agent_role_reads_prompts_stamps_tasks_and_writes_feedback_only(role_url
             connection.exec_driver_sql("SELECT history FROM tasks").all()  # no reading other users' conversations
     assert PromptStore(owner).get_candidate_prompt("bot") is None
     agent_engine.dispose()
+
+
+def test_pipelines_role_trains_and_runs_the_canary_but_cannot_rewrite_history(role_url, monkeypatch):
+    import dagster as dg
+
+    from bindu_pipelines.canary.controller import run_controller_once
+    from bindu_pipelines.demo.seed import seed_demo_data
+    from bindu_pipelines.optimization.api import launch_training
+    from bindu_runtime.schema import prompt_events
+
+    owner, make = role_url
+    seed_demo_data(owner, agents=1, tasks_per_agent=80, seed=3)
+    pipelines_url = make("bindu_pipelines")
+    monkeypatch.setenv("BINDU_DATABASE_URL", pipelines_url)
+    result = launch_training("support-bot", instance=dg.DagsterInstance.ephemeral(), quiet=True, max_steps=1)
+    assert result.outcome == "candidate_started", result.reason
+    pipelines_engine = make_engine(pipelines_url)
+    outcome = run_controller_once(pipelines_engine, "support-bot")
+    assert outcome.status in {"held", "applied"}
+    with pytest.raises(sa.exc.ProgrammingError, match="permission denied"):
+        with pipelines_engine.begin() as connection:
+            connection.execute(sa.text("DELETE FROM agent_prompts"))
+    with pytest.raises(sa.exc.DBAPIError):
+        with pipelines_engine.begin() as connection:
+            connection.execute(prompt_events.update().values(event="rewritten"))
+    with pytest.raises(sa.exc.ProgrammingError, match="permission denied"):
+        with pipelines_engine.begin() as connection:
+            connection.execute(sa.text("UPDATE tasks SET history = '[]'"))
+    assert result.details["candidate_prompt_id"] == PromptStore(owner).get_candidate_prompt("support-bot").id
+    pipelines_engine.dispose()
