@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -31,13 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--verbose", "-v", action="store_true", help="log progress and Dagster output")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"bindu_pipelines.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"bindu_pipelines.cli.{name}":
-                raise
-            continue
-        module.register(subparsers)
+        importlib.import_module(f"bindu_pipelines.cli.{name}").register(subparsers)
     return parser
 
 
@@ -61,6 +56,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(value, list) and not value:
             parser.error(f"argument --{name.replace('_', '-')}: expected one argument")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:
+        # DSPy's optimizers log at INFO and draw a progress bar per evaluation; commands print their
+        # outcome instead. Our own progress bars (the demo's) ask for display explicitly.
+        os.environ.setdefault("TQDM_DISABLE", "1")
+        logging.getLogger("dspy").setLevel(logging.WARNING)
     try:
         return int(args.func(args) or 0)
     except (BinduError, CommandFailed, LookupError, ValueError, sqlalchemy.exc.SQLAlchemyError, OSError) as exc:

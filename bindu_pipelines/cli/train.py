@@ -28,13 +28,6 @@ def run_train(args) -> int:
     from bindu_pipelines.cli import CommandFailed
     from bindu_pipelines.optimization.api import TrainingRunFailed, launch_training
 
-    if not args.verbose:
-        # DSPy's optimizers print a progress bar per batch and INFO logs; keep the CLI to its outcome.
-        import logging
-        import os
-
-        os.environ.setdefault("TQDM_DISABLE", "1")
-        logging.getLogger("dspy").setLevel(logging.WARNING)
     extra = {"max_steps": args.max_steps} if args.max_steps is not None else {}
     if args.max_steps is not None and args.max_steps < 1:
         raise ValueError("--max-steps must be at least 1")
