@@ -36,6 +36,10 @@ class CandidatePromptConfig(dg.Config):
     mipro_num_candidates: int = Field(default=3, ge=1)
     mipro_num_trials: int = Field(default=6, ge=1)
     confidence: float = Field(default=0.95, gt=0.5, lt=1.0, description="Offline gate's one-sided confidence")
+    metric: Literal["reply", "judge"] = Field(
+        default="reply",
+        description="reply: offline similarity to highly rated reference replies; judge: the language model rates each reply",
+    )
 
     def optimizer_config(self, num_threads: int) -> OptimizerConfig:
         return OptimizerConfig(
@@ -111,6 +115,7 @@ def candidate_prompt(
                 language_model=language_model,
                 config=config.optimizer_config(num_threads),
                 confidence=config.confidence,
+                metric_name=config.metric,
             )
     except TrainingFailed as exc:
         raise dg.Failure(description=str(exc), metadata={"reason": str(exc)}, allow_retries=False) from None

@@ -20,7 +20,7 @@ from bindu_runtime.errors import ExperimentRunning, StaleTransition
 from .examples import dataset_fingerprint, examples_from_frame
 from .gate import EvaluationFailed, GateResult, offline_gate, score_program
 from .lm import Budget, BudgetExhausted, LanguageModel, one_line
-from .metric import ReplyMetric
+from .metric import JudgeMetric, ReplyMetric
 from .optimizers import MIN_TRAIN_EXAMPLES, OptimizerConfig, optimize, settings_for
 from .program import AgentProgram, deployable_prompt
 
@@ -104,8 +104,12 @@ def train_candidate(
     language_model: LanguageModel,
     config: OptimizerConfig,
     confidence: float = 0.95,
+    metric_name: str = "reply",
 ) -> TrainingOutcome:
-    """Optimize the agent's active prompt on its golden dataset; start an experiment if it wins."""
+    """Optimize the agent's active prompt on its golden dataset; start an experiment if it wins.
+
+    ``metric_name``: "reply" (offline similarity to highly rated references, the default) or
+    "judge" (the run's language model rates each reply; costs one LM call per evaluation)."""
     reason = experiment_running(store, agent_id)
     if reason:
         return TrainingOutcome(agent_id, "skipped", reason, config.name)
@@ -126,7 +130,7 @@ def train_candidate(
     settings = language_model.settings()
     budget = language_model.new_budget()
     lm = language_model.build(budget)
-    metric = ReplyMetric.from_examples(train)
+    metric = ReplyMetric.from_examples(train) if metric_name == "reply" else JudgeMetric(judge_lm=lm)
     program = AgentProgram(active.prompt_text)
     started = time.monotonic()
     # Scoped, not dspy.configure: Dagster may run this in any thread. The outer adapter is the
@@ -159,6 +163,7 @@ def train_candidate(
 
     details = {
         "optimizer": settings_for(config, len(train)),
+        "metric": metric_name,
         "dataset": {
             "fingerprint": dataset_fingerprint(golden_dataset),
             "train_examples": len(train),
