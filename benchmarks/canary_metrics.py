@@ -6,7 +6,8 @@ Creates a scratch database (dropped at the end), fills it with generate_series I
 one agent's prompt history of ``--tasks`` tasks over a year, the last 14 days being an experiment
 (active 90 % / candidate 10 %); about 30 % of tasks get feedback in Bindu's shapes (ratings,
 thumbs as booleans and strings, some revised, some malformed). Then times ``experiment_metrics``
-(the controller's own call) and prints the PostgreSQL plan.
+(the controller's own call) and prints the PostgreSQL plan. Tasks use the index ``ix_tasks_prompt_id``
+(prompt_id, created_at) INCLUDE (id); feedback ``idx_task_feedback_task_id`` or a scan of task_feedback.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from bindu_pipelines.canary.metrics import TrafficSegment, _aggregate_sql, experiment_metrics
+from bindu_pipelines.canary.metrics import POSTGRES_SETTINGS, TrafficSegment, _aggregate_sql, experiment_metrics
 from bindu_runtime import make_engine, upgrade
 
 ADMIN_URL = os.environ.get("BINDU_BENCH_POSTGRES_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
@@ -115,7 +116,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         for arm in (metrics.active, metrics.candidate):
             lines.append(f"  {arm.prompt_id}: {arm.stats.n:,} tasks with valid feedback, mean score {arm.stats.mean:.4f}")
-        with engine.connect() as connection:
+        with engine.connect() as connection:  # the plan under the settings experiment_metrics applies
+            for setting in POSTGRES_SETTINGS:
+                connection.exec_driver_sql(setting)
             plan = connection.execute(
                 sa.text("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + _aggregate_sql("postgresql", 1)),
                 {"active_id": "old-active", "candidate_id": "candidate", "since": segments[0].start, "as_of": NOW},

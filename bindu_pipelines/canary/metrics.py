@@ -20,7 +20,8 @@ underscores are not ratings here. Bindu writes integers, so this only matters fo
 A task belongs to the arm of its ``prompt_id`` and to the traffic segment of its ``created_at``
 (when it was routed). Only tasks created since the experiment started and before ``as_of`` count,
 and only feedback written up to ``as_of``, so the same numbers can be recomputed for any past hour.
-The index ``ix_tasks_prompt_id`` (prompt_id, created_at) makes the task side a range scan per arm.
+The index ``ix_tasks_prompt_id`` (prompt_id, created_at) INCLUDE (id) makes the task side an
+index-only range scan per arm; ``benchmarks/canary_metrics.py`` times the whole query.
 """
 
 from __future__ import annotations
@@ -79,16 +80,28 @@ def _aggregate_sql(dialect_name: str, segment_count: int) -> str:
     )
     segment_expr = f"CASE {segment_case} ELSE 0 END" if segment_count > 1 else "0"
     if dialect_name == "postgresql":
-        # Per task, its latest valid row through the task_feedback(task_id) index (LATERAL ... LIMIT 1):
-        # no sort of all the experiment's feedback, and a hash aggregate at the end.
+        # A join the planner may run in parallel: a hash of the window's tasks probed by a scan of
+        # task_feedback, or a probe of idx_task_feedback_task_id per task, whichever it costs lower.
+        # Each task's latest valid row is first in DISTINCT ON's order (valid rows before invalid,
+        # then newest); validity is tested after the pick, so the score is computed on joined rows
+        # only and never pushed down into a scan of the whole feedback table.
         return f"""
-        SELECT t.prompt_id AS prompt_id, {segment_expr} AS segment, COUNT(*) AS tasks,
-               SUM(latest.score) AS total, SUM(latest.score * latest.score) AS total_sq
-          FROM tasks AS t
-          CROSS JOIN LATERAL ({_latest_valid_score_pg()}) AS latest
-         WHERE t.prompt_id IN (:active_id, :candidate_id)
-           AND t.created_at >= :since AND t.created_at < :as_of
-         GROUP BY 1, 2
+        SELECT prompt_id, segment, COUNT(*) AS tasks, SUM(score) AS total, SUM(score * score) AS total_sq
+          FROM (
+            SELECT DISTINCT ON (task_id) prompt_id, segment, score
+              FROM (
+                SELECT t.prompt_id AS prompt_id, {segment_expr} AS segment, f.task_id AS task_id,
+                       f.created_at AS feedback_at, f.id AS feedback_id, {feedback_score_sql(dialect_name)} AS score
+                  FROM tasks AS t
+                  JOIN task_feedback AS f ON f.task_id = t.id
+                 WHERE t.prompt_id IN (:active_id, :candidate_id)
+                   AND t.created_at >= :since AND t.created_at < :as_of
+                   AND f.created_at <= :as_of
+              ) AS scored
+             ORDER BY task_id, score IS NULL, feedback_at DESC, feedback_id DESC
+          ) AS latest
+         WHERE score IS NOT NULL
+         GROUP BY prompt_id, segment
         """
     return f"""
         WITH scored AS (
@@ -117,16 +130,21 @@ def _aggregate_sql(dialect_name: str, segment_count: int) -> str:
     """
 
 
-def _latest_valid_score_pg() -> str:
-    return f"""
-            SELECT scored.score FROM (
-                SELECT {feedback_score_sql("postgresql")} AS score, f.created_at, f.id
-                  FROM task_feedback AS f
-                 WHERE f.task_id = t.id AND f.created_at <= :as_of
-            ) AS scored
-             WHERE scored.score IS NOT NULL
-             ORDER BY scored.created_at DESC, scored.id DESC
-             LIMIT 1"""
+# The hash of the experiment window's tasks (28 MB for 383 k tasks) must fit in memory: at the
+# default 4 MB the parallel hash join splits into batches and writes the whole feedback side to disk.
+# SET LOCAL in a savepoint rolled back after the read, so no caller's transaction keeps it.
+POSTGRES_SETTINGS = ("SET LOCAL work_mem = '32MB'",)
+
+
+def _fetch(connection: sa.Connection, statement: sa.TextClause, params: dict[str, object]) -> list[sa.RowMapping]:
+    if connection.dialect.name != "postgresql":
+        return list(connection.execute(statement, params).mappings().all())
+    with connection.begin_nested() as savepoint:
+        for setting in POSTGRES_SETTINGS:
+            connection.exec_driver_sql(setting)
+        rows = list(connection.execute(statement, params).mappings().all())
+        savepoint.rollback()
+    return rows
 
 
 def experiment_metrics(
@@ -151,9 +169,9 @@ def experiment_metrics(
     )
     if isinstance(connection, sa.Engine):
         with connection.connect() as conn:
-            rows = conn.execute(statement, params).mappings().all()
+            rows = _fetch(conn, statement, params)
     else:
-        rows = connection.execute(statement, params).mappings().all()
+        rows = _fetch(connection, statement, params)
 
     per_arm = {active_id: [0, 0.0, 0.0, [0] * len(segments)], candidate_id: [0, 0.0, 0.0, [0] * len(segments)]}
     for row in rows:

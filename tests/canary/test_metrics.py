@@ -141,3 +141,16 @@ def test_segments_must_be_given_in_order(engine):
             engine, active_id="a", candidate_id="c",
             segments=[TrafficSegment(START, 0.1), TrafficSegment(START - timedelta(hours=1), 0.25)], as_of=START,
         )  # fmt: skip
+
+
+def test_aggregate_on_a_callers_connection_leaves_its_transaction_and_settings_as_they_were(engine):
+    active, candidate, step_at, as_of = _seed(engine, random.Random(3))
+    segments = [TrafficSegment(START, 0.1), TrafficSegment(step_at, 0.25)]
+    expected = _python_expectation(engine, active.id, candidate.id, step_at, as_of)
+    with engine.connect() as connection:
+        work_mem = connection.exec_driver_sql("SHOW work_mem").scalar() if engine.dialect.name == "postgresql" else None
+        metrics = experiment_metrics(connection, active_id=active.id, candidate_id=candidate.id, segments=segments, as_of=as_of)
+        assert connection.in_transaction()  # the caller's transaction is still open, not committed or ended
+        if work_mem is not None:  # PostgreSQL's SET LOCAL work_mem stayed inside the aggregate
+            assert connection.exec_driver_sql("SHOW work_mem").scalar() == work_mem
+    assert (metrics.candidate.stats.n, list(metrics.candidate.tasks_by_segment)) == (expected[candidate.id][0], expected[candidate.id][3])
