@@ -27,7 +27,7 @@ from bindu_pipelines.demo.catalog import agent_named
 from bindu_pipelines.demo.seed import seed_demo_data
 from bindu_pipelines.demo.traffic import UserTaste, play_hour
 from bindu_pipelines.launch import run_job_for_agent, step_failure_reason
-from bindu_pipelines.optimization.api import training_run_config
+from bindu_pipelines.optimization.api import dspy_progress_hidden, training_run_config
 from bindu_pipelines.optimization.jobs import TRAINING_JOB, training_tags
 from bindu_pipelines.optimization.offline_lm import OFFLINE_MODEL, agent_reply
 from bindu_pipelines.status import agent_status
@@ -64,7 +64,8 @@ def _materializations(result: dg.ExecuteInProcessResult) -> dict[str, dict[str, 
 def train_agent(agent_id: str, instance: dg.DagsterInstance, *, optimizer: str, max_steps: int) -> AgentReport:
     report = AgentReport(agent_id)
     run_config = training_run_config(optimizer=optimizer, max_steps=max_steps) | {"loggers": QUIET_LOGS}
-    result = run_job_for_agent(TRAINING_JOB, agent_id, run_config=run_config, tags=training_tags(agent_id), instance=instance)
+    with dspy_progress_hidden():
+        result = run_job_for_agent(TRAINING_JOB, agent_id, run_config=run_config, tags=training_tags(agent_id), instance=instance)
     report.training_run_id = result.run_id
     materialized = _materializations(result)
     report.dataset = {name: materialized.get(name, {}) for name in GOLDEN_ASSETS}

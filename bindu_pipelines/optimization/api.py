@@ -7,6 +7,9 @@ the ``DAGSTER_HOME`` instance (so it shows in the UI's run history).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,6 +75,17 @@ def training_run_config(
     return config
 
 
+@contextlib.contextmanager
+def dspy_progress_hidden(hidden: bool = True) -> Iterator[None]:
+    """DSPy's optimizers draw a progress bar per evaluation on stdout (explicitly enabled, so
+    TQDM_DISABLE does not reach them); a command that prints its own outcome hides them."""
+    if not hidden:
+        yield
+        return
+    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+        yield
+
+
 def launch_training(
     agent_id: str,
     *,
@@ -96,14 +110,15 @@ def launch_training(
     )
     if quiet:
         run_config["loggers"] = {"console": {"config": {"log_level": "WARNING"}}}
-    result = run_job_for_agent(
-        TRAINING_JOB,
-        agent_id,
-        run_config=run_config,
-        tags=tags,
-        instance=instance,
-        definitions=definitions,
-    )
+    with dspy_progress_hidden(quiet):
+        result = run_job_for_agent(
+            TRAINING_JOB,
+            agent_id,
+            run_config=run_config,
+            tags=tags,
+            instance=instance,
+            definitions=definitions,
+        )
     if not result.success:
         raise TrainingRunFailed(step_failure_reason(result, default="the training run failed"))
     from .assets import outcome_from_materialization
