@@ -15,7 +15,7 @@ from .errors import ConfigurationError
 
 DEFAULT_SQLITE_FILENAME = "bindu.sqlite"
 
-# SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3, which we do not ship; Bindu itself
+# SQLAlchemy 2.1 maps the bare "postgresql" scheme to psycopg 3, which we do not ship; Bindu itself
 # configures asyncpg. The runtime is synchronous and uses psycopg2 for all of them.
 _POSTGRES_DRIVER_ALIASES = {
     "postgres",
