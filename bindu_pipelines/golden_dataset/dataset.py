@@ -26,7 +26,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .extractor import InteractionExtractor
 from .feedback import DEFAULT_SCALE, FeedbackScale, TaskFeedback, combine_task_feedback
-from .fetch import DEFAULT_CHUNK_SIZE, RawTask, decode_feedback_rows, iter_agent_task_chunks
+from .fetch import DEFAULT_CHUNK_SIZE, RawTask, decode_feedback_rows, iter_agent_task_chunks, read_ahead
 from .history import DEFAULT_MAX_MESSAGE_CHARS
 from .models import Interaction
 from .quality import TRAIN, VALIDATION, Deduplicator, QualitySettings, quality_drop_reason, split_for, validate_pair
@@ -190,11 +190,15 @@ class GoldenDatasetPipeline:
         cleaned = self.clean(row)
         return None if cleaned is None else self.admit(cleaned)
 
+    def prepare(self, task_id: str, context_id: str | None, prompt_id: str | None, history: Any, feedback: Any) -> list[tuple]:
+        """The stateless stages for one task's fields: feedback, extract, quality, validate."""
+        scored = self.normalize_feedback(feedback)
+        rows = self.extract(task_id, history, scored.score, scored.feedback_type, context_id, prompt_id)
+        return [cleaned for cleaned in map(self.clean, rows) if cleaned is not None]
+
     def prepare_task(self, task: RawTask) -> list[tuple]:
         """The stateless stages for one fetched task: feedback, extract, quality, validate."""
-        feedback = self.normalize_feedback(task.feedback)
-        rows = self.extract(task.id, task.history, feedback.score, feedback.feedback_type, task.context_id, task.prompt_id)
-        return [cleaned for cleaned in map(self.clean, rows) if cleaned is not None]
+        return self.prepare(task.id, task.context_id, task.prompt_id, task.history, task.feedback)
 
     def process_task(self, task: RawTask) -> list[tuple]:
         """All stages for one fetched task."""
@@ -262,13 +266,20 @@ def _init_worker(options: GoldenDatasetOptions) -> None:
     _worker_pipeline = GoldenDatasetPipeline(options)
 
 
-def _prepare_chunk(chunk: list[RawTask]) -> tuple[list[tuple], dict[str, StageReport]]:
+def _task_fields(chunk: list[RawTask]) -> list[tuple]:
+    """What the stateless stages need of each task, as plain tuples: pickling a tuple of strings
+    costs a fifth of pickling a dataclass instance, and ``created_at`` is not needed there."""
+    return [(task.id, task.context_id, task.prompt_id, task.history, task.feedback) for task in chunk]
+
+
+def _prepare_chunk(chunk: list[tuple]) -> tuple[list[tuple], dict[str, StageReport]]:
     pipeline = _worker_pipeline
     assert pipeline is not None, "worker not initialised"
     pipeline.reports = {stage: StageReport(stage) for stage in STAGES}
     rows: list[tuple] = []
-    for task in chunk:
-        rows.extend(pipeline.prepare_task(task))
+    prepare = pipeline.prepare
+    for fields in chunk:
+        rows.extend(prepare(*fields))
     return rows, pipeline.reports
 
 
@@ -293,10 +304,10 @@ def stream_golden_dataset(
     fingerprint = Fingerprint()
     fingerprint.update([GOLDEN_COLUMNS])
     total = tasks_read = 0
-    chunks = iter_agent_task_chunks(
+    chunks = read_ahead(iter_agent_task_chunks(
         engine, agent_id, since=opts.since, until=opts.until, limit=opts.limit,
         chunk_size=chunk_size, rebuild_context=opts.rebuild_context,
-    )
+    ))
 
     def admitted(prepared: list[tuple]) -> list[tuple]:
         out = [golden for golden in map(pipeline.admit, prepared) if golden is not None]
@@ -322,7 +333,7 @@ def stream_golden_dataset(
             pending: deque = deque()
             for chunk in chunks:
                 tasks_read += len(chunk)
-                pending.append(pool.submit(_prepare_chunk, chunk))
+                pending.append(pool.submit(_prepare_chunk, _task_fields(chunk)))
                 while len(pending) > workers:
                     rows, reports = pending.popleft().result()
                     pipeline.merge_reports(reports)

@@ -12,6 +12,8 @@ valid JSON (possible on SQLite) becomes a counted drop later, never an exception
 
 from __future__ import annotations
 
+import queue
+import threading
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
@@ -26,6 +28,12 @@ from bindu_runtime.schema import agent_prompts, task_feedback, tasks
 from .history import join_context_histories, loads
 
 DEFAULT_CHUNK_SIZE = 5_000
+
+# A LIMIT no table reaches. PostgreSQL's planner postpones expensive output columns (the
+# history and feedback subqueries) past the sort only when the query has a LIMIT; without it,
+# every task's history and feedback JSON is built and sorted (spilled to disk) before the first
+# row streams.
+_POSTPONE_WIDE_COLUMNS = 2**63 - 1
 
 
 @dataclass(slots=True)
@@ -61,7 +69,13 @@ def _task_columns(dialect: str) -> list:
     if dialect == "postgresql":
         # Text UUIDs (canonical form) and JSON text: no per-row uuid.UUID objects or driver-side decoding.
         ids = [sa.cast(tasks.c.id, sa.Text).label("id"), sa.cast(tasks.c.context_id, sa.Text).label("context_id")]
-        history = sa.cast(tasks.c.history, sa.Text).label("history")
+        # History by primary key in a scalar subquery: with a LIMIT on the query, PostgreSQL
+        # evaluates such expensive columns after the sort, so the sort carries narrow rows (not
+        # the history JSON) and rows stream as soon as it is done (see ``_POSTPONE_WIDE_COLUMNS``).
+        task_history = tasks.alias("task_history")
+        history = (
+            sa.select(sa.cast(task_history.c.history, sa.Text)).where(task_history.c.id == tasks.c.id).scalar_subquery()
+        ).label("history")
         feedback = (
             sa.select(sa.cast(sa.func.json_agg(sa.func.json_build_array(
                 task_feedback.c.id, task_feedback.c.created_at, task_feedback.c.feedback_data)), sa.Text))
@@ -167,6 +181,8 @@ def iter_agent_task_chunks(
     )
     if limit is not None:
         query = query.limit(limit)
+    elif engine.dialect.name == "postgresql":
+        query = query.limit(_POSTPONE_WIDE_COLUMNS)
     with engine.connect() as conn:
         result = conn.execution_options(stream_results=True, yield_per=chunk_size).execute(query)
         lookup = engine.connect() if rebuild_context else None
@@ -185,3 +201,54 @@ def iter_agent_task_chunks(
         finally:
             if lookup is not None:
                 lookup.close()
+
+
+_END = object()
+
+
+def read_ahead(chunks: Iterator[list[RawTask]], depth: int = 1) -> Iterator[list[RawTask]]:
+    """``chunks``, read by a background thread up to ``depth`` chunks ahead.
+
+    The database driver releases the GIL while it waits for rows, so PostgreSQL produces the next
+    chunk while this process works on the current one. Errors reach the consumer; a consumer that
+    stops early stops the reader (and its connection closes with it).
+    """
+    buffer: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                buffer.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def reader() -> None:
+        try:
+            for chunk in chunks:
+                if not put(chunk):
+                    break
+        except BaseException as error:  # handed to the consumer, which re-raises it
+            put(error)
+        else:
+            put(_END)
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
+
+    thread = threading.Thread(target=reader, name="golden-dataset-read-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = buffer.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
