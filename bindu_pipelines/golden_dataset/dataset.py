@@ -230,14 +230,17 @@ def golden_frame(rows: list[tuple]) -> "pd.DataFrame":
 class Fingerprint:
     """sha256 over rows in a canonical JSON form; the same content gives the same hex digest."""
 
+    # What ``json.dumps(values, default=str, ensure_ascii=False)`` builds on every call, built once.
+    _encode = json.JSONEncoder(default=str, ensure_ascii=False).encode
+
     def __init__(self) -> None:
         self._hash = hashlib.sha256()
 
     def update(self, rows: Iterable[Iterable[Any]]) -> None:
+        encode, update = self._encode, self._hash.update
         for row in rows:
             values = [None if isinstance(v, float) and math.isnan(v) else v for v in row]
-            self._hash.update(json.dumps(values, default=str, ensure_ascii=False).encode())
-            self._hash.update(b"\n")
+            update((encode(values) + "\n").encode())
 
     def hexdigest(self) -> str:
         return self._hash.hexdigest()
