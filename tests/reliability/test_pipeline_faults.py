@@ -17,7 +17,7 @@ from bindu_pipelines.canary.assets import traffic_decision
 from bindu_pipelines.demo.seed import seed_demo_data
 from bindu_pipelines.partitions import agent_partitions
 from bindu_pipelines.resources import BinduDatabase
-from bindu_runtime import PromptStore, make_engine, upgrade
+from bindu_runtime import PromptStore
 from bindu_runtime.store import as_utc
 from tests.canary.conftest import T0, start_experiment, write_rate
 from tests.optimization.conftest import ACTIVE_PROMPT
@@ -38,14 +38,6 @@ pytestmark = [pytest.mark.postgres, pytest.mark.timeout(240)]
 AGENT = "support-bot"
 LOST_CONNECTION = ("server closed the connection", "connection", "terminat", "could not receive")
 GOLDEN_ASSETS = ["raw_tasks", "normalized_feedback", "extracted_interactions", "golden_dataset"]
-
-
-@pytest.fixture
-def direct(postgres_url):
-    engine = make_engine(postgres_url)
-    upgrade(engine)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture

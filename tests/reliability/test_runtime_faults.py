@@ -24,21 +24,12 @@ from bindu_runtime import (
     PromptStore,
     StaleTransition,
     make_engine,
-    upgrade,
 )
 from bindu_runtime.schema import task_feedback, tasks
 from tests.reliability.helpers import TRANSITIONS, state_signature, state_violations, wait_until
 from tests.support.tcp_proxy import TcpProxy
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(60)]
-
-
-@pytest.fixture
-def direct(postgres_url):
-    engine = make_engine(postgres_url)
-    upgrade(engine)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture
