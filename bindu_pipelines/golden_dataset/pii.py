@@ -51,34 +51,51 @@ _PATTERN = re.compile(
 )
 
 
-_KEY_PREFIXES = ("Bearer", "sk-", "AKIA", "ASIA", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "xox")
+_KEY_PREFIXES = ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_")  # with "_"; the others are tested first
 _NOT_DIGIT_BYTES = bytes(b for b in range(256) if not 48 <= b <= 57)
+_ASCII_BYTES = bytes(range(128))
+# Every byte that can be part of a generic secret (the hex and base64 alternatives) becomes "t",
+# every other byte a space: a secret needs a run of at least 32 "t"s.
+_TOKEN_CHARS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/_-"
+_TOKEN_MAP = bytes(ord("t") if b in _TOKEN_CHARS else ord(" ") for b in range(256))
 _MIN_TOKEN_CHARS = 32  # the shortest generic secret (hex) the pattern accepts
+_TOKEN_RUN = b"t" * _MIN_TOKEN_CHARS
 _MIN_PHONE_DIGITS_WITH_PLUS = 4
 _MIN_PHONE_DIGITS = 10
 
 
 def might_contain_pii(text: str) -> bool:
     """False only when no alternative of the pattern can match (a necessary-condition test)."""
-    if "@" in text:
+    if "@" in text or "sk-" in text or "Bearer" in text or "xox" in text:
         return True
-    for prefix in _KEY_PREFIXES:
-        if prefix in text:
-            return True
-    # ASCII digits, counted in C: UTF-8 keeps them as single bytes and no other character
-    # encodes to one, so deleting every other byte leaves exactly the digits.
-    digits = len(text.encode("utf-8", "surrogatepass").translate(None, _NOT_DIGIT_BYTES))
+    # The other key prefixes share a substring: one scan usually rules them all out.
+    if "IA" in text and ("AKIA" in text or "ASIA" in text):
+        return True
+    if "_" in text and any(prefix in text for prefix in _KEY_PREFIXES):
+        return True
+    # Counted and searched in C on the UTF-8 bytes: ASCII characters are single bytes there and
+    # no other character encodes to an ASCII byte, so digits and token runs come out exact.
+    encoded = text.encode("utf-8", "surrogatepass")
+    if len(encoded) != len(text) and _has_non_ascii_digit(encoded):
+        return True  # the pattern's \d also matches other scripts' digits (Arabic-Indic, Devanagari, ...)
+    digits = len(encoded.translate(None, _NOT_DIGIT_BYTES))
     if digits >= _MIN_PHONE_DIGITS or (digits >= _MIN_PHONE_DIGITS_WITH_PLUS and "+" in text):
         return True  # also covers cards, which need 13+ digits
-    # Generic secrets must mix letters and digits: without a digit there is none to find.
-    return bool(digits) and len(text) >= _MIN_TOKEN_CHARS and max(map(len, text.split()), default=0) >= _MIN_TOKEN_CHARS
+    # Generic secrets mix letters and digits: without a digit there is none to find.
+    return bool(digits) and len(encoded) >= _MIN_TOKEN_CHARS and _TOKEN_RUN in encoded.translate(_TOKEN_MAP)
+
+
+def _has_non_ascii_digit(encoded: bytes) -> bool:
+    # Deleting the ASCII bytes leaves whole multi-byte characters: usually a short string.
+    others = encoded.translate(None, _ASCII_BYTES).decode("utf-8", "surrogatepass")
+    return any(map(str.isdecimal, others))
 
 
 def luhn_valid(digits: str) -> bool:
-    """The Luhn checksum of a digit string (card numbers carry one)."""
+    """The Luhn checksum of a digit string (card numbers carry one), in any script's digits."""
     total = 0
     for index, char in enumerate(reversed(digits)):
-        value = ord(char) - 48
+        value = int(char)
         if index % 2 == 1:
             value *= 2
             if value > 9:
