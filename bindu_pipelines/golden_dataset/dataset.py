@@ -13,23 +13,42 @@ streamed read (bounded memory), and ``build_golden_dataset`` is the seed's async
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import hashlib
-import json
 import math
+import os
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
+import orjson
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .extractor import InteractionExtractor
 from .feedback import DEFAULT_SCALE, FeedbackScale, TaskFeedback, combine_task_feedback
-from .fetch import DEFAULT_CHUNK_SIZE, RawTask, decode_feedback_rows, iter_agent_task_chunks, read_ahead
+from .fetch import (
+    DEFAULT_CHUNK_SIZE,
+    RawTask,
+    decode_feedback_rows,
+    decode_task_block,
+    iter_agent_task_blocks,
+    iter_agent_task_fields,
+    read_ahead,
+)
 from .history import DEFAULT_MAX_MESSAGE_CHARS
 from .models import Interaction
-from .quality import TRAIN, VALIDATION, Deduplicator, QualitySettings, quality_drop_reason, split_for, validate_pair
+from .quality import (
+    TRAIN,
+    VALIDATION,
+    Deduplicator,
+    QualitySettings,
+    quality_drop_reason,
+    split_for,
+    validate_pair_with_keys,
+)
 from .strategies import BaseExtractionStrategy, parse_strategy
 
 if TYPE_CHECKING:
@@ -81,6 +100,14 @@ class GoldenDatasetOptions:
         )
 
 
+class Candidate(NamedTuple):
+    """A clean row (``GOLDEN_COLUMNS``, split included) and the digest deduplication needs,
+    both computed where the row was cleaned (a worker process, when there are workers)."""
+
+    row: tuple
+    normalized_digest: int
+
+
 @dataclass
 class StageReport:
     """What one stage did: rows in and out, rows dropped by reason, and other counts (notes)."""
@@ -116,11 +143,12 @@ class GoldenDatasetPipeline:
     # -- stage: feedback -------------------------------------------------------------------------
     def normalize_feedback(self, feedback_rows: Iterable) -> TaskFeedback:
         """One task's feedback rows -> its one score (rows in = feedback rows, out = scored tasks)."""
-        rows = decode_feedback_rows(feedback_rows) if isinstance(feedback_rows, (str, bytes)) else list(feedback_rows)
+        rows = decode_feedback_rows(feedback_rows) if feedback_rows is None or isinstance(feedback_rows, (str, bytes)) else list(feedback_rows)
         report = self.reports["feedback"]
         result = combine_task_feedback(rows, self.options.feedback_scale)
         report.rows_in += len(rows)
-        report.drops.update(result.drops)
+        if result.drops:
+            report.drops.update(result.drops)
         if result.score is not None:
             report.rows_out += 1
         return result
@@ -133,7 +161,7 @@ class GoldenDatasetPipeline:
         """One task -> interaction rows (``INTERACTION_COLUMNS``); drops counted by reason."""
         report = self.reports["extract"]
         report.rows_in += 1
-        outcome = self.extractor.extract_task(task_id, history, score, feedback_type)
+        outcome = self.extractor.extract_texts(task_id, history)
         if outcome.message_drops:
             report.notes.update({f"messages_skipped.{k}": v for k, v in outcome.message_drops.items()})
         if outcome.pii_found:
@@ -141,15 +169,16 @@ class GoldenDatasetPipeline:
         if outcome.drop_reason is not None:
             report.drops[outcome.drop_reason] += 1
             return []
-        report.rows_out += len(outcome.interactions)
+        report.rows_out += len(outcome.pairs)
         return [
-            (task_id, i.user_input, i.agent_output, score, feedback_type, context_id, prompt_id)
-            for i in outcome.interactions
+            (task_id, user_input, agent_output, score, feedback_type, context_id, prompt_id)
+            for user_input, agent_output in outcome.pairs
         ]
 
     # -- stages: quality, validate ----------------------------------------------------------------
-    def clean(self, row: tuple) -> tuple | None:
-        """An interaction row through quality -> validate (stateless: safe to run in parallel)."""
+    def clean(self, row: tuple) -> Candidate | None:
+        """An interaction row through quality -> validate, ready for the stateful stages
+        (stateless: safe to run in parallel)."""
         task_id, user_input, agent_output, score, feedback_type, context_id, prompt_id = row
         if score is not None and isinstance(score, float) and math.isnan(score):
             score = None
@@ -161,42 +190,46 @@ class GoldenDatasetPipeline:
             return None
         reports["quality"].rows_out += 1
         reports["validate"].rows_in += 1
-        user_input, agent_output, reason = validate_pair(user_input, agent_output, self.quality)
+        user_input, agent_output, reason, keys = validate_pair_with_keys(user_input, agent_output, self.quality)
         if reason is not None:
             reports["validate"].drops[reason] += 1
             return None
         reports["validate"].rows_out += 1
-        return (task_id, user_input, agent_output, score, feedback_type if score is not None else None, context_id, prompt_id)
+        split = split_for(task_id, self.quality.validation_fraction, self.quality.split_salt)
+        return Candidate(
+            (task_id, user_input, agent_output, score, feedback_type if score is not None else None, split, context_id, prompt_id),
+            Deduplicator.normalized_digest(*keys),
+        )
 
     # -- stages: deduplicate, split -------------------------------------------------------------
-    def admit(self, row: tuple) -> tuple | None:
-        """A clean row through deduplicate -> split (stateful: runs in one process, in order)."""
-        task_id, user_input, agent_output, score, feedback_type, context_id, prompt_id = row
-        reports = self.reports
-        reports["deduplicate"].rows_in += 1
-        reason = self.deduplicator.drop_reason(user_input, agent_output)
+    def admit(self, candidate: Candidate | tuple) -> tuple | None:
+        """A clean row through deduplicate -> split (stateful: runs in one process, in read order)."""
+        row, normalized_digest = candidate
+        dedup = self.reports["deduplicate"]
+        dedup.rows_in += 1
+        reason = self.deduplicator.admit(row[1], row[2], normalized_digest)
         if reason is not None:
-            reports["deduplicate"].drops[reason] += 1
+            dedup.drops[reason] += 1
             return None
-        reports["deduplicate"].rows_out += 1
-        split = split_for(task_id, self.quality.validation_fraction, self.quality.split_salt)
-        reports["split"].rows_in += 1
-        reports["split"].rows_out += 1
-        reports["split"].notes[split] += 1
-        return (task_id, user_input, agent_output, score, feedback_type, split, context_id, prompt_id)
+        dedup.rows_out += 1
+        split = self.reports["split"]
+        split.rows_in += 1
+        split.rows_out += 1
+        split.notes[row[5]] += 1
+        return row
 
     def finish(self, row: tuple) -> tuple | None:
         """An interaction row through quality -> validate -> deduplicate -> split (``GOLDEN_COLUMNS``)."""
-        cleaned = self.clean(row)
-        return None if cleaned is None else self.admit(cleaned)
+        candidate = self.clean(row)
+        return None if candidate is None else self.admit(candidate)
 
-    def prepare(self, task_id: str, context_id: str | None, prompt_id: str | None, history: Any, feedback: Any) -> list[tuple]:
+    def prepare(self, task_id: str, context_id: str | None, prompt_id: str | None, history: Any, feedback: Any) -> list[Candidate]:
         """The stateless stages for one task's fields: feedback, extract, quality, validate."""
         scored = self.normalize_feedback(feedback)
         rows = self.extract(task_id, history, scored.score, scored.feedback_type, context_id, prompt_id)
-        return [cleaned for cleaned in map(self.clean, rows) if cleaned is not None]
+        return [candidate for candidate in map(self.clean, rows) if candidate is not None]
 
-    def prepare_task(self, task: RawTask) -> list[tuple]:
+    def prepare_task(self, task: RawTask) -> list[Candidate]:
         """The stateless stages for one fetched task: feedback, extract, quality, validate."""
         return self.prepare(task.id, task.context_id, task.prompt_id, task.history, task.feedback)
 
@@ -228,19 +261,29 @@ def golden_frame(rows: list[tuple]) -> "pd.DataFrame":
 
 
 class Fingerprint:
-    """sha256 over rows in a canonical JSON form; the same content gives the same hex digest."""
+    """sha256 over the sha256 of each row's canonical JSON form, in order: the same rows in the
+    same order give the same hex digest. Hashing rows one by one lets worker processes do the
+    costly part (encoding and hashing each row) while the order is kept where rows are admitted.
 
-    # What ``json.dumps(values, default=str, ensure_ascii=False)`` builds on every call, built once.
-    _encode = json.JSONEncoder(default=str, ensure_ascii=False).encode
+    The canonical form is orjson's compact JSON of the row's values: floats as Python floats
+    (numpy's included), NaN as null, anything JSON lacks (timestamps) as ``str``.
+    """
 
     def __init__(self) -> None:
         self._hash = hashlib.sha256()
 
+    @staticmethod
+    def row_digest(row: Iterable[Any]) -> bytes:
+        """sha256 of a row's canonical JSON form."""
+        values = [(None if v != v else float(v)) if isinstance(v, float) else v for v in row]
+        return hashlib.sha256(orjson.dumps(values, default=str)).digest()
+
     def update(self, rows: Iterable[Iterable[Any]]) -> None:
-        encode, update = self._encode, self._hash.update
-        for row in rows:
-            values = [None if isinstance(v, float) and math.isnan(v) else v for v in row]
-            update((encode(values) + "\n").encode())
+        self.update_digests(map(self.row_digest, rows))
+
+    def update_digests(self, digests: Iterable[bytes]) -> None:
+        """Rows already hashed by ``row_digest`` (e.g. in worker processes), in order."""
+        self._hash.update(b"".join(digests))
 
     def hexdigest(self) -> str:
         return self._hash.hexdigest()
@@ -269,21 +312,31 @@ def _init_worker(options: GoldenDatasetOptions) -> None:
     _worker_pipeline = GoldenDatasetPipeline(options)
 
 
-def _task_fields(chunk: list[RawTask]) -> list[tuple]:
-    """What the stateless stages need of each task, as plain tuples: pickling a tuple of strings
-    costs a fifth of pickling a dataclass instance, and ``created_at`` is not needed there."""
-    return [(task.id, task.context_id, task.prompt_id, task.history, task.feedback) for task in chunk]
-
-
-def _prepare_chunk(chunk: list[tuple]) -> tuple[list[tuple], dict[str, StageReport]]:
+def _prepare_chunk(chunk: list[tuple] | bytes) -> tuple[list[tuple], list[bytes], dict[str, StageReport]]:
+    """A worker's share: the stateless stages for a chunk of tasks (field tuples, or a COPY block
+    of them), and each candidate's fingerprint digest (the costly part of the fingerprint;
+    combining them stays in order)."""
     pipeline = _worker_pipeline
     assert pipeline is not None, "worker not initialised"
+    if isinstance(chunk, bytes):
+        chunk = decode_task_block(chunk)
     pipeline.reports = {stage: StageReport(stage) for stage in STAGES}
-    rows: list[tuple] = []
+    candidates: list[Candidate] = []
     prepare = pipeline.prepare
-    for fields in chunk:
-        rows.extend(prepare(*fields))
-    return rows, pipeline.reports
+    # The stages make no reference cycles: the cyclic collector would only walk the chunk's
+    # short-lived objects again and again.
+    gc.disable()
+    try:
+        for fields in chunk:
+            candidates.extend(prepare(*fields))
+        # Plain tuples: a named tuple would be rebuilt through its class on the other side.
+        return (
+            [tuple(candidate) for candidate in candidates],
+            [Fingerprint.row_digest(candidate.row) for candidate in candidates],
+            pipeline.reports,
+        )
+    finally:
+        gc.enable()
 
 
 def stream_golden_dataset(
@@ -307,23 +360,37 @@ def stream_golden_dataset(
     fingerprint = Fingerprint()
     fingerprint.update([GOLDEN_COLUMNS])
     total = tasks_read = 0
-    chunks = read_ahead(iter_agent_task_chunks(
-        engine, agent_id, since=opts.since, until=opts.until, limit=opts.limit,
-        chunk_size=chunk_size, rebuild_context=opts.rebuild_context,
-    ))
+    if engine.dialect.name == "postgresql" and not opts.rebuild_context:
+        # Blocks of COPY text: the reading process builds no object per row.
+        chunks: Iterator[tuple[int, list[tuple] | bytes]] = iter_agent_task_blocks(
+            engine, agent_id, since=opts.since, until=opts.until, limit=opts.limit,
+            chunk_size=chunk_size, max_text_chars=opts.max_message_chars,
+        )
+    else:
+        chunks = ((len(chunk), chunk) for chunk in read_ahead(iter_agent_task_fields(
+            engine, agent_id, since=opts.since, until=opts.until, limit=opts.limit,
+            chunk_size=chunk_size, rebuild_context=opts.rebuild_context,
+        )))
 
-    def admitted(prepared: list[tuple]) -> list[tuple]:
-        out = [golden for golden in map(pipeline.admit, prepared) if golden is not None]
-        fingerprint.update(out)
+    def admitted(candidates: list[tuple], digests: list[bytes]) -> list[tuple]:
+        out, kept = [], []
+        admit = pipeline.admit
+        for candidate, digest in zip(candidates, digests):
+            golden = admit(candidate)
+            if golden is not None:
+                out.append(golden)
+                kept.append(digest)
+        fingerprint.update_digests(kept)
         return out
 
     if workers <= 1:
-        for chunk in chunks:
-            tasks_read += len(chunk)
-            prepared: list[tuple] = []
-            for task in chunk:
-                prepared.extend(pipeline.prepare_task(task))
-            out = admitted(prepared)
+        for count, chunk in chunks:
+            tasks_read += count
+            prepared: list[Candidate] = []
+            for fields in decode_task_block(chunk) if isinstance(chunk, bytes) else chunk:
+                prepared.extend(pipeline.prepare(*fields))
+            out = [golden for golden in map(pipeline.admit, prepared) if golden is not None]
+            fingerprint.update(out)
             total += len(out)
             yield out
     else:
@@ -334,19 +401,19 @@ def stream_golden_dataset(
         context = multiprocessing.get_context("forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn")
         with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker, initargs=(opts,)) as pool:
             pending: deque = deque()
-            for chunk in chunks:
-                tasks_read += len(chunk)
-                pending.append(pool.submit(_prepare_chunk, _task_fields(chunk)))
+            for count, chunk in chunks:
+                tasks_read += count
+                pending.append(pool.submit(_prepare_chunk, chunk))
                 while len(pending) > workers:
-                    rows, reports = pending.popleft().result()
+                    candidates, digests, reports = pending.popleft().result()
                     pipeline.merge_reports(reports)
-                    out = admitted(rows)
+                    out = admitted(candidates, digests)
                     total += len(out)
                     yield out
             while pending:
-                rows, reports = pending.popleft().result()
+                candidates, digests, reports = pending.popleft().result()
                 pipeline.merge_reports(reports)
-                out = admitted(rows)
+                out = admitted(candidates, digests)
                 total += len(out)
                 yield out
     return StreamResult(total, fingerprint.hexdigest(), pipeline.summary(), tasks_read)
@@ -374,7 +441,11 @@ def write_golden_parquet(
     engine: "sa.Engine", agent_id: str, path: str, options: GoldenDatasetOptions | None = None,
     *, chunk_size: int = DEFAULT_CHUNK_SIZE, workers: int = 1,
 ) -> StreamResult:
-    """Stream the golden dataset into a Parquet file, one row group per chunk."""
+    """Stream the golden dataset into a Parquet file, one row group per chunk.
+
+    The file appears at ``path`` only when the run is complete: rows go to ``path + ".partial"``,
+    renamed at the end and removed if the run fails (a lost database, a bad option).
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -383,12 +454,20 @@ def write_golden_parquet(
         ("feedback_score", pa.float64()), ("feedback_type", pa.string()), ("split", pa.string()),
         ("context_id", pa.string()), ("prompt_id", pa.string()),
     ])
-    with pq.ParquetWriter(path, schema) as writer:
-        def sink(rows: list[tuple]) -> None:
-            if rows:
-                columns = list(zip(*rows))
-                writer.write_table(pa.Table.from_arrays([pa.array(c, t.type) for c, t in zip(columns, schema)], schema=schema))
-        return _drain(stream_golden_dataset(engine, agent_id, options, chunk_size=chunk_size, workers=workers), sink)
+    partial = f"{path}.partial"
+    try:
+        with pq.ParquetWriter(partial, schema) as writer:
+            def sink(rows: list[tuple]) -> None:
+                if rows:
+                    columns = list(zip(*rows))
+                    writer.write_table(pa.Table.from_arrays([pa.array(c, t.type) for c, t in zip(columns, schema)], schema=schema))
+            result = _drain(stream_golden_dataset(engine, agent_id, options, chunk_size=chunk_size, workers=workers), sink)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(partial)
+        raise
+    os.replace(partial, path)
+    return result
 
 
 def rows_to_interactions(rows: Iterable[tuple]) -> list[Interaction]:
@@ -470,6 +549,7 @@ def convert_to_dspy_examples(interactions: "Iterable[Interaction] | pd.DataFrame
 
 __all__ = [
     "GOLDEN_COLUMNS",
+    "Candidate",
     "INTERACTION_COLUMNS",
     "TRAIN",
     "VALIDATION",

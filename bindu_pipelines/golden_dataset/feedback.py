@@ -16,7 +16,6 @@ Both mappings are fields of ``FeedbackScale`` so a deployment can state its own.
 from __future__ import annotations
 
 import math
-from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -144,31 +143,35 @@ class TaskFeedback(NamedTuple):
     score: float | None
     feedback_type: str | None
     valid_rows: int
-    drops: Counter
+    drops: dict[str, int]
 
 
 def combine_task_feedback(
     rows: Iterable[FeedbackRow | tuple], scale: FeedbackScale = DEFAULT_SCALE
 ) -> TaskFeedback:
     """Combine a task's feedback rows: the latest valid row by (created_at, id) wins."""
-    drops: Counter = Counter()
-    best_key: tuple | None = None
+    drops: dict[str, int] = {}
     best: NormalizedFeedback | None = None
+    best_at: tuple = ()
     valid = 0
     for row_id, created_at, data in rows:
         verdict = normalize_feedback_data(data, scale)
         if verdict.invalid_reason is not None:
-            drops[verdict.invalid_reason] += 1
+            drops[verdict.invalid_reason] = drops.get(verdict.invalid_reason, 0) + 1
             continue
         valid += 1
-        key = (_sortable(created_at), _sortable(row_id))
-        if best_key is None or key > best_key:
-            best_key, best = key, verdict
+        # Sort keys are built only when there is a second valid row to compare with (rare).
+        if best is None or _order_key(created_at, row_id) > _order_key(*best_at):
+            best, best_at = verdict, (created_at, row_id)
     if valid > 1:
-        drops[SUPERSEDED] += valid - 1
+        drops[SUPERSEDED] = valid - 1
     if best is None:
         return TaskFeedback(None, None, 0, drops)
     return TaskFeedback(best.score, best.feedback_type, valid, drops)
+
+
+def _order_key(created_at: Any, row_id: Any) -> tuple:
+    return (_sortable(created_at), _sortable(row_id))
 
 
 def _sortable(value: Any) -> tuple:

@@ -12,13 +12,9 @@ and a task that cannot be used at all gets one task-level reason.
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any, NamedTuple
 
-try:  # orjson (a dspy dependency) decodes 2-3x faster; the standard library is the fallback.
-    from orjson import loads
-except ImportError:  # pragma: no cover
-    from json import loads
+from orjson import loads  # 2-3x faster than the standard library's json
 
 DEFAULT_MAX_MESSAGE_CHARS = 20_000
 
@@ -45,7 +41,7 @@ class ParsedHistory(NamedTuple):
     """Clean messages (``{"role", "content"}``, roles user/assistant) and what was skipped."""
 
     messages: list[dict[str, str]]
-    message_drops: Counter
+    message_drops: dict[str, int]
     drop_reason: str | None
 
 
@@ -74,42 +70,62 @@ def message_text(message: dict) -> str | None:
     return "\n".join(texts)
 
 
+def _role_of(raw_role: Any) -> str | None:
+    """USER / ASSISTANT, "" for a role that is ignored or unknown (see ``parse_history``), None for no role."""
+    if not isinstance(raw_role, str) or not raw_role.strip():
+        return None
+    key = raw_role.strip().lower()
+    return _ROLE_ALIASES.get(key, "")
+
+
 def parse_history(history: Any, max_message_chars: int = DEFAULT_MAX_MESSAGE_CHARS) -> ParsedHistory:
     """Parse one task's history; see the module docstring for the rules."""
-    drops: Counter = Counter()
     items = decode_history(history)
     if items is None:
-        return ParsedHistory([], drops, HISTORY_NOT_LIST)
+        return ParsedHistory([], {}, HISTORY_NOT_LIST)
+    drops: dict[str, int] = {}
     messages: list[dict[str, str]] = []
+    last: dict[str, str] | None = None
     for item in items:
         if not isinstance(item, dict):
-            drops[MESSAGE_NOT_OBJECT] += 1
+            drops[MESSAGE_NOT_OBJECT] = drops.get(MESSAGE_NOT_OBJECT, 0) + 1
             continue
         raw_role = item.get("role")
-        if not isinstance(raw_role, str) or not raw_role.strip():
-            drops[MESSAGE_WITHOUT_ROLE] += 1
-            continue
-        role_key = raw_role.strip().lower()
-        role = _ROLE_ALIASES.get(role_key)
+        # Well-formed roles are looked up directly; anything else takes the tolerant path.
+        role = _ROLE_ALIASES.get(raw_role) if raw_role.__class__ is str else None
         if role is None:
-            if role_key not in _IGNORED_ROLES:
-                drops[MESSAGE_UNKNOWN_ROLE] += 1
-            continue
-        text = message_text(item)
+            role = _role_of(raw_role)
+            if role is None:
+                drops[MESSAGE_WITHOUT_ROLE] = drops.get(MESSAGE_WITHOUT_ROLE, 0) + 1
+                continue
+            if not role:
+                if raw_role.strip().lower() not in _IGNORED_ROLES:
+                    drops[MESSAGE_UNKNOWN_ROLE] = drops.get(MESSAGE_UNKNOWN_ROLE, 0) + 1
+                continue
+        parts = item.get("parts")
+        if parts.__class__ is list and len(parts) == 1 and parts[0].__class__ is dict:
+            # The usual message, one part: ``message_text`` without the call and the join.
+            part = parts[0]
+            text = part.get("text")
+            if not isinstance(text, str) or part.get("kind", "text") != "text":
+                text = ""
+        else:
+            text = message_text(item)
         if text is None:
-            drops[MESSAGE_WITHOUT_PARTS] += 1
+            drops[MESSAGE_WITHOUT_PARTS] = drops.get(MESSAGE_WITHOUT_PARTS, 0) + 1
             continue
         text = text.strip()
         if not text:
-            drops[MESSAGE_NO_TEXT] += 1
+            drops[MESSAGE_NO_TEXT] = drops.get(MESSAGE_NO_TEXT, 0) + 1
             continue
         if len(text) > max_message_chars:
             # A truncated message would teach a wrong answer; one this size is a paste or a dump.
             return ParsedHistory([], drops, MESSAGE_TOO_LONG)
-        if messages and messages[-1]["role"] == role:
-            messages[-1]["content"] += "\n\n" + text
+        if last is not None and last["role"] == role:
+            last["content"] += "\n\n" + text
         else:
-            messages.append({"role": role, "content": text})
+            last = {"role": role, "content": text}
+            messages.append(last)
     if not messages:
         return ParsedHistory([], drops, NO_TEXT_MESSAGES)
     return ParsedHistory(messages, drops, None)

@@ -19,7 +19,7 @@ import hashlib
 import math
 import unicodedata
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 NO_FEEDBACK = "no_feedback"
 BELOW_THRESHOLD = "below_feedback_threshold"
@@ -73,6 +73,8 @@ def normalize_text(text: str, form: str = "NFC") -> str:
     """
     if not text.isascii():
         text = unicodedata.normalize(form, text)
+    elif _is_tidy_ascii(text):
+        return text  # most texts: a few substring scans instead of a split per line
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
     if "\n" not in text:
@@ -92,51 +94,96 @@ def normalize_text(text: str, form: str = "NFC") -> str:
     return "\n".join(lines)
 
 
+# Whitespace that ``normalize_text`` would change in ASCII text: every ASCII whitespace
+# character but the single space and the line break, and the arrangements of those two it tidies.
+_UNTIDY_ASCII = ("  ", " \n", "\n ", "\n\n\n", "\t", "\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x1f")
+
+
+def _is_tidy_ascii(text: str) -> bool:
+    """True when ``normalize_text`` would return this ASCII text unchanged."""
+    if not text or text[0].isspace() or text[-1].isspace():
+        return False
+    for untidy in _UNTIDY_ASCII:
+        if untidy in text:
+            return False
+    return True
+
+
 def comparison_key(text: str) -> str:
     """Text reduced for "same meaning" comparisons: NFKC, case-folded, whitespace collapsed."""
-    if not text.isascii():
-        text = unicodedata.normalize("NFKC", text)
-    return " ".join(text.casefold().split())
+    if text.isascii():
+        return " ".join(text.lower().split())  # case folding is lower-casing in ASCII
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
 
 
 def validate_pair(user_input: str, agent_output: str, settings: QualitySettings) -> tuple[str, str, str | None]:
     """(normalised input, normalised output, drop reason or None)."""
+    return validate_pair_with_keys(user_input, agent_output, settings)[:3]
+
+
+def validate_pair_with_keys(
+    user_input: str, agent_output: str, settings: QualitySettings
+) -> tuple[str, str, str | None, tuple[str, str] | None]:
+    """``validate_pair`` plus both texts' ``comparison_key`` (None if dropped before comparing),
+    so that deduplication need not compute them again."""
     user_input = normalize_text(user_input, settings.unicode_form)
     agent_output = normalize_text(agent_output, settings.unicode_form)
     if len(user_input) < settings.min_input_chars:
-        return user_input, agent_output, INPUT_TOO_SHORT
+        return user_input, agent_output, INPUT_TOO_SHORT, None
     if len(agent_output) < settings.min_output_chars:
-        return user_input, agent_output, OUTPUT_TOO_SHORT
-    if comparison_key(user_input) == comparison_key(agent_output):
-        return user_input, agent_output, INPUT_EQUALS_OUTPUT
-    return user_input, agent_output, None
+        return user_input, agent_output, OUTPUT_TOO_SHORT, None
+    keys = (comparison_key(user_input), comparison_key(agent_output))
+    if keys[0] == keys[1]:
+        return user_input, agent_output, INPUT_EQUALS_OUTPUT, keys
+    return user_input, agent_output, None, keys
 
 
 class Deduplicator:
     """Remembers 64-bit hashes of the pairs seen so far (bounded memory: ~70 bytes a pair).
 
     Two different pairs share a hash with probability ~n²/2⁶⁵ (3e-8 for a million pairs); the
-    cost of such a collision is one example dropped, never a duplicate kept.
+    cost of such a collision is one example dropped, never a duplicate kept. The normalized
+    digest is stable (not Python's per-process ``hash``) so that worker processes can compute it
+    next to the comparison keys they already have; the exact check hashes in this process.
     """
 
     def __init__(self) -> None:
         self._exact: set[int] = set()
         self._normalized: set[int] = set()
 
-    def drop_reason(self, user_input: str, agent_output: str) -> str | None:
+    @staticmethod
+    def normalized_digest(user_key: str, agent_key: str) -> int:
+        """Digest of a pair's ``comparison_key``s; the length prefix keeps ("ab", "c") and ("a", "bc") apart."""
+        data = f"{len(user_key)}:{user_key}{agent_key}".encode("utf-8", "surrogatepass")
+        return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
+
+    def admit(self, user_input: str, agent_output: str, normalized_digest: int) -> str | None:
+        """Why the pair is a duplicate of an earlier one, or None (and remember it)."""
         exact = hash((user_input, agent_output))
         if exact in self._exact:
             return DUPLICATE_EXACT
-        normalized = hash((comparison_key(user_input), comparison_key(agent_output)))
-        if normalized in self._normalized:
+        if normalized_digest in self._normalized:
             return DUPLICATE_NORMALIZED
         self._exact.add(exact)
-        self._normalized.add(normalized)
+        self._normalized.add(normalized_digest)
         return None
+
+    def drop_reason(self, user_input: str, agent_output: str) -> str | None:
+        digest = self.normalized_digest(comparison_key(user_input), comparison_key(agent_output))
+        return self.admit(user_input, agent_output, digest)
+
+
+_SPLIT_HASHES: dict[str, Any] = {}
 
 
 def split_for(task_id: str, validation_fraction: float = 0.2, salt: str = "bindu-golden-v1") -> str:
     """``"validation"`` or ``"train"`` for a task id, by a salted hash (deterministic)."""
-    digest = hashlib.blake2b(f"{salt}:{task_id}".encode(), digest_size=8).digest()
+    # blake2b over "salt:task_id", from a hash object that has already taken "salt:".
+    salted = _SPLIT_HASHES.get(salt)
+    if salted is None:
+        salted = _SPLIT_HASHES[salt] = hashlib.blake2b(f"{salt}:".encode(), digest_size=8)
+    hasher = salted.copy()
+    hasher.update(task_id.encode())
+    digest = hasher.digest()
     bucket = int.from_bytes(digest, "big") / 2**64
     return VALIDATION if bucket < validation_fraction else TRAIN

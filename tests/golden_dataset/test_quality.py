@@ -96,3 +96,35 @@ def test_string_method_normalisation_matches_the_regex_rule(text):
     reference = re.sub(r"[^\S\n]+", " ", reference)
     reference = re.sub(r"\n{3,}", "\n\n", re.sub(r" ?\n ?", "\n", reference)).strip()
     assert normalize_text(text) == reference
+
+
+ascii_texts = st.text(alphabet=st.sampled_from("ab. \t\r\n\x0b\x0c\x1c\x1f"), max_size=40)
+
+
+@given(ascii_texts)
+def test_tidy_ascii_text_takes_the_fast_path_to_the_same_result(text):
+    """ASCII text that needs no tidying is returned as is; the result equals the regex rule."""
+    import re
+
+    reference = text.replace("\r\n", "\n").replace("\r", "\n")
+    reference = re.sub(r"[^\S\n]+", " ", reference)
+    reference = re.sub(r"\n{3,}", "\n\n", re.sub(r" ?\n ?", "\n", reference)).strip()
+    assert normalize_text(text) == reference
+    assert normalize_text(reference) == reference
+
+
+@given(st.text(alphabet=st.sampled_from("aBß İ\u00c5\u212b\uff21\t\n"), max_size=30) | st.text(max_size=30))
+def test_comparison_key_is_nfkc_casefold_whatever_the_path(text):
+    import unicodedata
+
+    assert comparison_key(text) == " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+
+
+def test_split_is_the_salted_blake2b_of_the_task_id():
+    import hashlib
+
+    for task_id in ("c3b697d6-df89-5034-a38b-8591dff7d2f7", "task-1", "é"):
+        for salt in ("bindu-golden-v1", "other"):
+            digest = hashlib.blake2b(f"{salt}:{task_id}".encode(), digest_size=8).digest()
+            expected = "validation" if int.from_bytes(digest, "big") / 2**64 < 0.3 else "train"
+            assert split_for(task_id, 0.3, salt) == expected

@@ -231,3 +231,15 @@ def test_similarity_with_a_caller_supplied_embedder():
     assert calls == [["zebra", "zzz", "pizza please", "what is pip"]]
     # Word overlap finds no turn sharing a word with "zebra": all score 0 and the latest turn wins.
     assert SimilarityStrategy(query="zebra", use_both_messages=False).extract("t", messages).user_input == "what is pip"
+
+
+@pytest.mark.parametrize("spec", ["last_turn", "full_history", "last_n:2", "first_n:2", "context_window:2:Be brief.",
+                                  "similarity", "key_turns:2", "sliding_window:2", "summary_context:1:1"])
+def test_extract_texts_are_the_texts_of_extract_all(spec):
+    """The dataset pipeline's fast path gives exactly the texts of the seed's interactions."""
+    from bindu_pipelines.golden_dataset.strategies import parse_strategy
+
+    strategy = parse_strategy(spec)
+    for messages in (FOUR_TURNS, FOUR_TURNS[:2], FOUR_TURNS[1:], [], clean_messages(conversation(("a b", "ok")))):
+        expected = [(i.user_input, i.agent_output) for i in strategy.extract_all("t1", messages)]
+        assert strategy.extract_texts("t1", messages) == expected

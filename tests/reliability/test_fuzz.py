@@ -163,7 +163,7 @@ def test_feedback_rows_are_each_scored_or_dropped_with_a_reason(rows):
     # rows in = 1 scored row (if any is valid) + drops by reason (invalid ones, superseded valid ones)
     assert len(rows) == (1 if valid else 0) + sum(combined.drops.values())
     assert combined.valid_rows == len(valid) and (combined.score is None) == (not valid)
-    REJECTIONS.update(f"feedback.{reason}" for reason in combined.drops.elements())
+    REJECTIONS.update({f"feedback.{reason}": count for reason, count in combined.drops.items()})
 
 
 # ------------------------------------------------------------------------ strategy argument parsing

@@ -53,6 +53,12 @@ class BaseExtractionStrategy(ABC):
         interaction = self.extract(task_id, messages, feedback_score, feedback_type)
         return [interaction] if interaction is not None else []
 
+    def extract_texts(self, task_id: UUID | str, messages: list[dict[str, Any]]) -> list[tuple[str, str]]:
+        """The (user_input, agent_output) texts of ``extract_all``, for callers that need only the
+        texts (the dataset pipeline, a million tasks at a time). Strategies override it when they
+        can skip building ``Interaction`` objects; the default goes through ``extract_all``."""
+        return [(i.user_input, i.agent_output) for i in self.extract_all(task_id, messages)]
+
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
         return f"{type(self).__name__}({params})"

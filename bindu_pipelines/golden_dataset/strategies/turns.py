@@ -26,12 +26,15 @@ class LastTurnStrategy(BaseExtractionStrategy):
     def name(self) -> str:
         return "last_turn"
 
-    def extract(self, task_id, messages, feedback_score=None, feedback_type=None) -> Interaction | None:
+    def extract_texts(self, task_id, messages) -> list[tuple[str, str]]:
         turns = parse_turns(messages)
-        if not turns:
-            return None
-        user, agent = turns[-1]
-        return make_interaction(task_id, user, agent, feedback_score, feedback_type)
+        if not turns or not turns[-1][0] or not turns[-1][1]:
+            return []
+        return [turns[-1]]
+
+    def extract(self, task_id, messages, feedback_score=None, feedback_type=None) -> Interaction | None:
+        texts = self.extract_texts(task_id, messages)
+        return make_interaction(task_id, *texts[0], feedback_score, feedback_type) if texts else None
 
 
 class FullHistoryStrategy(BaseExtractionStrategy):
