@@ -94,19 +94,17 @@ def normalize_text(text: str, form: str = "NFC") -> str:
     return "\n".join(lines)
 
 
-# Whitespace that ``normalize_text`` would change in ASCII text: every ASCII whitespace
-# character but the single space and the line break, and the arrangements of those two it tidies.
-_UNTIDY_ASCII = ("  ", " \n", "\n ", "\n\n\n", "\t", "\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x1f")
+# ASCII whitespace that ``normalize_text`` never keeps: all but the space and the line break.
+_NOT_STRAY_WHITESPACE = bytes(b for b in range(256) if b not in b"\t\r\x0b\x0c\x1c\x1d\x1e\x1f")
 
 
 def _is_tidy_ascii(text: str) -> bool:
     """True when ``normalize_text`` would return this ASCII text unchanged."""
-    if not text or text[0].isspace() or text[-1].isspace():
+    if not text or text[0].isspace() or text[-1].isspace() or "  " in text:
         return False
-    for untidy in _UNTIDY_ASCII:
-        if untidy in text:
-            return False
-    return True
+    if "\n" in text and (" \n" in text or "\n " in text or "\n\n\n" in text):
+        return False
+    return not text.encode().translate(None, _NOT_STRAY_WHITESPACE)
 
 
 def comparison_key(text: str) -> str:
@@ -132,10 +130,19 @@ def validate_pair_with_keys(
         return user_input, agent_output, INPUT_TOO_SHORT, None
     if len(agent_output) < settings.min_output_chars:
         return user_input, agent_output, OUTPUT_TOO_SHORT, None
-    keys = (comparison_key(user_input), comparison_key(agent_output))
+    keys = (_key_of_normalized(user_input), _key_of_normalized(agent_output))
     if keys[0] == keys[1]:
         return user_input, agent_output, INPUT_EQUALS_OUTPUT, keys
     return user_input, agent_output, None, keys
+
+
+def _key_of_normalized(text: str) -> str:
+    """``comparison_key`` of a ``normalize_text`` result: in ASCII, words are already single-spaced
+    and lines trimmed, so lower-casing and joining the lines is the whole job."""
+    if not text.isascii():
+        return comparison_key(text)
+    text = text.lower()
+    return text.replace("\n\n", "\n").replace("\n", " ") if "\n" in text else text
 
 
 class Deduplicator:
