@@ -77,10 +77,20 @@ def db_url(request) -> str:
     return request.getfixturevalue(f"{request.param}_url")
 
 
-@pytest.fixture
-def engine(db_url) -> Iterator[sa.Engine]:
-    """An engine on an empty database with the schema upgraded."""
-    engine = make_engine(db_url)
+def _upgraded_engine(url: str) -> Iterator[sa.Engine]:
+    engine = make_engine(url)
     upgrade(engine)
     yield engine
     engine.dispose()
+
+
+@pytest.fixture
+def engine(db_url) -> Iterator[sa.Engine]:
+    """An engine on an empty database with the schema upgraded."""
+    yield from _upgraded_engine(db_url)
+
+
+@pytest.fixture
+def postgres_engine(postgres_url) -> Iterator[sa.Engine]:
+    """An engine on an empty PostgreSQL schema with the schema upgraded."""
+    yield from _upgraded_engine(postgres_url)

@@ -16,21 +16,13 @@ from bindu_pipelines.golden_dataset.fetch import (
     read_ahead,
 )
 from bindu_pipelines.golden_dataset.history import MESSAGE_TOO_LONG, MESSAGE_WITHOUT_ROLE, parse_history
-from bindu_runtime import PromptStore, make_engine, upgrade
+from bindu_runtime import PromptStore, make_engine
 from bindu_runtime.schema import task_feedback, tasks
 
 from .helpers import agent, conversation, msg, user
 
 NOW = datetime(2026, 3, 1, 12, tzinfo=UTC)
 LIMIT = 60  # max_message_chars for these tests: small, so that most histories take the database's check
-
-
-@pytest.fixture
-def pg_engine(postgres_url):
-    engine = make_engine(postgres_url)
-    upgrade(engine)
-    yield engine
-    engine.dispose()
 
 
 def insert(engine, agent_id, histories, feedback=()):
@@ -62,14 +54,14 @@ NASTY_TEXTS = [
 
 
 @pytest.mark.postgres
-def test_copy_blocks_decode_to_exactly_the_rows_the_driver_returns(pg_engine):
+def test_copy_blocks_decode_to_exactly_the_rows_the_driver_returns(postgres_engine):
     histories = [conversation((text, f"reply to {text}")) for text in NASTY_TEXTS]
     histories += [{"not": "a list"}, "a string", [], [None, 3, "x"]]
     feedback = [[{"rating": 5, "note": text}, {"thumbs_up": "yes"}] for text in NASTY_TEXTS] + [[], [{"rating": "five"}]]
-    insert(pg_engine, "nasty", histories, feedback)
+    insert(postgres_engine, "nasty", histories, feedback)
 
-    fields = [row for chunk in iter_agent_task_fields(pg_engine, "nasty", chunk_size=3) for row in chunk]
-    blocks = list(iter_agent_task_blocks(pg_engine, "nasty", chunk_size=3))
+    fields = [row for chunk in iter_agent_task_fields(postgres_engine, "nasty", chunk_size=3) for row in chunk]
+    blocks = list(iter_agent_task_blocks(postgres_engine, "nasty", chunk_size=3))
     decoded = [row for _, block in blocks for row in decode_task_block(block)]
 
     assert decoded == fields
@@ -107,12 +99,12 @@ HISTORIES_WITH_LONG_TEXTS = {
 
 
 @pytest.mark.postgres
-def test_texts_cut_in_the_database_give_the_same_parse(pg_engine):
+def test_texts_cut_in_the_database_give_the_same_parse(postgres_engine):
     names = list(HISTORIES_WITH_LONG_TEXTS)
-    insert(pg_engine, "long", [HISTORIES_WITH_LONG_TEXTS[name] for name in names])
+    insert(postgres_engine, "long", [HISTORIES_WITH_LONG_TEXTS[name] for name in names])
 
-    whole = [row for chunk in iter_agent_task_fields(pg_engine, "long") for row in chunk]
-    cut = [row for _, block in iter_agent_task_blocks(pg_engine, "long", max_text_chars=LIMIT)
+    whole = [row for chunk in iter_agent_task_fields(postgres_engine, "long") for row in chunk]
+    cut = [row for _, block in iter_agent_task_blocks(postgres_engine, "long", max_text_chars=LIMIT)
            for row in decode_task_block(block)]
 
     assert [row[0] for row in cut] == [row[0] for row in whole]
@@ -197,12 +189,11 @@ def test_a_consumer_that_stops_early_stops_and_closes_the_reader():
 @pytest.mark.postgres
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("workers", [1, 2])
-def test_a_database_lost_mid_copy_fails_cleanly_and_leaves_no_file(postgres_url, tmp_path, workers):
+def test_a_database_lost_mid_copy_fails_cleanly_and_leaves_no_file(postgres_url, postgres_engine, tmp_path, workers):
     from bindu_pipelines.golden_dataset.dataset import GoldenDatasetOptions, write_golden_parquet
     from tests.support.tcp_proxy import TcpProxy
 
-    direct = make_engine(postgres_url)
-    upgrade(direct)
+    direct = postgres_engine
     tasks_count = 300
     insert(direct, "cut", [conversation((f"question {n}?", f"answer {n}: " + "and so on " * 20)) for n in range(tasks_count)],
            [[{"rating": 1 + n % 5}] for n in range(tasks_count)])
@@ -228,5 +219,4 @@ def test_a_database_lost_mid_copy_fails_cleanly_and_leaves_no_file(postgres_url,
         assert path.exists() and not list(tmp_path.glob("golden.parquet.partial"))
     finally:
         engine.dispose()
-        direct.dispose()
         proxy.close()
