@@ -235,6 +235,26 @@ class GoldenDatasetPipeline:
         rows = self.extract(task_id, history, scored.score, scored.feedback_type, context_id, prompt_id)
         return [candidate for candidate in map(self.clean, rows) if candidate is not None]
 
+    def prepare_chunk(self, chunk: list[tuple] | bytes) -> tuple[list[tuple], list[bytes]]:
+        """The stateless stages for a chunk of tasks (field tuples, or a COPY block of them): the
+        candidates as plain tuples (a named tuple would be rebuilt through its class when it
+        crosses to another process) and each candidate's fingerprint digest, in order."""
+        if isinstance(chunk, bytes):
+            chunk = decode_task_block(chunk)
+        candidates: list[Candidate] = []
+        prepare = self.prepare
+        # The stages make no reference cycles: the cyclic collector would only walk the chunk's
+        # short-lived objects again and again.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            for fields in chunk:
+                candidates.extend(prepare(*fields))
+        finally:
+            if collecting:
+                gc.enable()
+        return [tuple(candidate) for candidate in candidates], [Fingerprint.row_digest(c.row) for c in candidates]
+
     def prepare_task(self, task: RawTask) -> list[Candidate]:
         """The stateless stages for one fetched task: feedback, extract, quality, validate."""
         return self.prepare(task.id, task.context_id, task.prompt_id, task.history, task.feedback)
@@ -319,30 +339,11 @@ def _init_worker(options: GoldenDatasetOptions) -> None:
 
 
 def _prepare_chunk(chunk: list[tuple] | bytes) -> tuple[list[tuple], list[bytes], dict[str, StageReport]]:
-    """A worker's share: the stateless stages for a chunk of tasks (field tuples, or a COPY block
-    of them), and each candidate's fingerprint digest (the costly part of the fingerprint;
-    combining them stays in order)."""
+    """A worker's share: ``prepare_chunk`` with the chunk's own stage reports."""
     pipeline = _worker_pipeline
     assert pipeline is not None, "worker not initialised"
-    if isinstance(chunk, bytes):
-        chunk = decode_task_block(chunk)
     pipeline.reset_reports()
-    candidates: list[Candidate] = []
-    prepare = pipeline.prepare
-    # The stages make no reference cycles: the cyclic collector would only walk the chunk's
-    # short-lived objects again and again.
-    gc.disable()
-    try:
-        for fields in chunk:
-            candidates.extend(prepare(*fields))
-        # Plain tuples: a named tuple would be rebuilt through its class on the other side.
-        return (
-            [tuple(candidate) for candidate in candidates],
-            [Fingerprint.row_digest(candidate.row) for candidate in candidates],
-            pipeline.reports,
-        )
-    finally:
-        gc.enable()
+    return (*pipeline.prepare_chunk(chunk), pipeline.reports)
 
 
 def stream_golden_dataset(
@@ -392,11 +393,7 @@ def stream_golden_dataset(
     if workers <= 1:
         for count, chunk in chunks:
             tasks_read += count
-            prepared: list[Candidate] = []
-            for fields in decode_task_block(chunk) if isinstance(chunk, bytes) else chunk:
-                prepared.extend(pipeline.prepare(*fields))
-            out = [golden for golden in map(pipeline.admit, prepared) if golden is not None]
-            fingerprint.update(out)
+            out = admitted(*pipeline.prepare_chunk(chunk))
             total += len(out)
             yield out
     else:
@@ -407,19 +404,21 @@ def stream_golden_dataset(
         context = multiprocessing.get_context("forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn")
         with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker, initargs=(opts,)) as pool:
             pending: deque = deque()
+
+            def oldest() -> list[tuple]:
+                candidates, digests, reports = pending.popleft().result()
+                pipeline.merge_reports(reports)
+                return admitted(candidates, digests)
+
             for count, chunk in chunks:
                 tasks_read += count
                 pending.append(pool.submit(_prepare_chunk, chunk))
                 while len(pending) > workers:
-                    candidates, digests, reports = pending.popleft().result()
-                    pipeline.merge_reports(reports)
-                    out = admitted(candidates, digests)
+                    out = oldest()
                     total += len(out)
                     yield out
             while pending:
-                candidates, digests, reports = pending.popleft().result()
-                pipeline.merge_reports(reports)
-                out = admitted(candidates, digests)
+                out = oldest()
                 total += len(out)
                 yield out
     return StreamResult(total, fingerprint.hexdigest(), pipeline.summary(), tasks_read)

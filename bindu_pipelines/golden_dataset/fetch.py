@@ -224,11 +224,14 @@ def _context_conversations(conn: sa.Connection, chunk: list[tuple[str, str | Non
 
 def _task_query(
     dialect: str, agent_id: str, *, since: datetime | None, until: datetime | None, limit: int | None,
-    created_at: bool, max_text_chars: int | None = None,
+    chunk_size: int, created_at: bool, max_text_chars: int | None = None,
 ) -> sa.Select:
-    """The agent's tasks, newest first: ``_task_columns`` under the agent filter and the limit."""
+    """The agent's tasks, newest first: ``_task_columns`` under the agent filter and the limit
+    (the reading options are checked here, for every reader)."""
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be a positive integer or None, got {limit!r}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be positive, got {chunk_size!r}")
     query = (
         sa.select(*_task_columns(dialect, created_at=created_at, max_text_chars=max_text_chars))
         .where(*_agent_filter(agent_id, since, until))
@@ -252,10 +255,10 @@ def _task_row_chunks(
 ) -> Iterator[list[tuple]]:
     """The reading behind ``iter_agent_task_chunks`` and ``iter_agent_task_fields``: rows as plain
     tuples (id, context_id, prompt_id, [created_at], history, feedback), ids as strings."""
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be positive, got {chunk_size!r}")
     dialect = engine.dialect.name
-    query = _task_query(dialect, agent_id, since=since, until=until, limit=limit, created_at=created_at)
+    query = _task_query(
+        dialect, agent_id, since=since, until=until, limit=limit, chunk_size=chunk_size, created_at=created_at
+    )
     history_at = 4 if created_at else 3
     with engine.connect() as conn:
         result = conn.execution_options(stream_results=True, yield_per=chunk_size).execute(query)
@@ -343,10 +346,9 @@ def iter_agent_task_blocks(
     """
     if engine.dialect.name != "postgresql":
         raise ValueError("COPY blocks need PostgreSQL; use iter_agent_task_fields")
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be positive, got {chunk_size!r}")
     query = _task_query(
-        "postgresql", agent_id, since=since, until=until, limit=limit, created_at=False, max_text_chars=max_text_chars
+        "postgresql", agent_id, since=since, until=until, limit=limit, chunk_size=chunk_size,
+        created_at=False, max_text_chars=max_text_chars,
     )
     compiled = query.compile(dialect=engine.dialect)
 

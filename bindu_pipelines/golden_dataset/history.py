@@ -61,6 +61,10 @@ def message_text(message: dict) -> str | None:
     if not isinstance(parts, list):
         content = message.get("content")  # older clients: plain "content" string
         return content if isinstance(content, str) else None
+    if len(parts) == 1 and isinstance(parts[0], dict):
+        # The usual message, one part: no list to build and join.
+        text = parts[0].get("text")
+        return text if isinstance(text, str) and parts[0].get("kind", "text") == "text" else ""
     texts = []
     for part in parts:
         if isinstance(part, dict):
@@ -68,14 +72,6 @@ def message_text(message: dict) -> str | None:
             if isinstance(text, str) and part.get("kind", "text") == "text":
                 texts.append(text)
     return "\n".join(texts)
-
-
-def _role_of(raw_role: Any) -> str | None:
-    """USER / ASSISTANT, "" for a role that is ignored or unknown (see ``parse_history``), None for no role."""
-    if not isinstance(raw_role, str) or not raw_role.strip():
-        return None
-    key = raw_role.strip().lower()
-    return _ROLE_ALIASES.get(key, "")
 
 
 def parse_history(history: Any, max_message_chars: int = DEFAULT_MAX_MESSAGE_CHARS) -> ParsedHistory:
@@ -94,23 +90,16 @@ def parse_history(history: Any, max_message_chars: int = DEFAULT_MAX_MESSAGE_CHA
         # Well-formed roles are looked up directly; anything else takes the tolerant path.
         role = _ROLE_ALIASES.get(raw_role) if raw_role.__class__ is str else None
         if role is None:
-            role = _role_of(raw_role)
-            if role is None:
+            if not isinstance(raw_role, str) or not raw_role.strip():
                 drops[MESSAGE_WITHOUT_ROLE] = drops.get(MESSAGE_WITHOUT_ROLE, 0) + 1
                 continue
-            if not role:
-                if raw_role.strip().lower() not in _IGNORED_ROLES:
+            role_key = raw_role.strip().lower()
+            role = _ROLE_ALIASES.get(role_key)
+            if role is None:
+                if role_key not in _IGNORED_ROLES:
                     drops[MESSAGE_UNKNOWN_ROLE] = drops.get(MESSAGE_UNKNOWN_ROLE, 0) + 1
                 continue
-        parts = item.get("parts")
-        if parts.__class__ is list and len(parts) == 1 and parts[0].__class__ is dict:
-            # The usual message, one part: ``message_text`` without the call and the join.
-            part = parts[0]
-            text = part.get("text")
-            if not isinstance(text, str) or part.get("kind", "text") != "text":
-                text = ""
-        else:
-            text = message_text(item)
+        text = message_text(item)
         if text is None:
             drops[MESSAGE_WITHOUT_PARTS] = drops.get(MESSAGE_WITHOUT_PARTS, 0) + 1
             continue

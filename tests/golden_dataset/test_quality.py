@@ -128,3 +128,15 @@ def test_split_is_the_salted_blake2b_of_the_task_id():
             digest = hashlib.blake2b(f"{salt}:{task_id}".encode(), digest_size=8).digest()
             expected = "validation" if int.from_bytes(digest, "big") / 2**64 < 0.3 else "train"
             assert split_for(task_id, 0.3, salt) == expected
+
+
+@given(st.text(alphabet=st.sampled_from("aB. \t\r\n\x0b\x1cé\u00a0\u3000ß"), max_size=40),
+       st.text(alphabet=st.sampled_from("aB. \t\r\nxY"), max_size=40))
+def test_validation_keys_are_the_comparison_keys_of_the_normalised_texts(user_input, agent_output):
+    """Deduplication reuses the keys validation computed, through a shortcut for normalised ASCII."""
+    from bindu_pipelines.golden_dataset.quality import validate_pair_with_keys
+
+    settings = QualitySettings(min_input_chars=1, min_output_chars=1)
+    normalised_input, normalised_output, _, keys = validate_pair_with_keys(user_input, agent_output, settings)
+    if keys is not None:
+        assert keys == (comparison_key(normalised_input), comparison_key(normalised_output))
