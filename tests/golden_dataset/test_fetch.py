@@ -220,4 +220,3 @@ def test_a_database_lost_mid_copy_fails_cleanly_and_leaves_no_file(postgres_url,
     finally:
         engine.dispose()
         proxy.close()
-
