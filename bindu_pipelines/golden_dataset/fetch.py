@@ -361,9 +361,16 @@ def iter_agent_task_blocks(
                 with raw.cursor() as cursor:
                     # COPY takes no bind parameters: the driver quotes them into the statement.
                     statement = cursor.mogrify(str(compiled), compiled.params).decode()
-                    sink = _BlockSink(chunk_size, put)
-                    cursor.copy_expert(f"COPY ({statement}) TO STDOUT", sink)
-                    sink.flush()
+                    # A consumer that stops early cancels the query: the driver would otherwise
+                    # read (and throw away) the rest of the table before the COPY ends.
+                    sink = _BlockSink(chunk_size, put, on_stop=raw.cancel)
+                    try:
+                        cursor.copy_expert(f"COPY ({statement}) TO STDOUT", sink)
+                        sink.flush()
+                    except driver_error:
+                        if sink.stopped:
+                            raise _ConsumerStopped() from None
+                        raise
             except driver_error as error:
                 # As SQLAlchemy would have it: a DBAPIError (without the statement's parameters),
                 # and a connection that is broken is not handed out again. A connection lost in
@@ -384,10 +391,12 @@ def iter_agent_task_blocks(
 
 
 class _BlockSink:
-    """The file object ``copy_expert`` writes into (one write per row): ``chunk_size`` rows make one block."""
+    """The file object ``copy_expert`` writes into (one write per row): ``chunk_size`` rows make
+    one block. When ``put`` says the consumer has stopped, ``on_stop`` runs and the COPY is ended."""
 
-    def __init__(self, chunk_size: int, put: Callable[[Any], bool]):
-        self.chunk_size, self.put, self.rows = chunk_size, put, []
+    def __init__(self, chunk_size: int, put: Callable[[Any], bool], on_stop: Callable[[], None]):
+        self.chunk_size, self.put, self.on_stop, self.rows = chunk_size, put, on_stop, []
+        self.stopped = False
 
     def write(self, row: bytes) -> int:
         self.rows.append(row)
@@ -399,6 +408,8 @@ class _BlockSink:
         if self.rows:
             block, count, self.rows = b"".join(self.rows), len(self.rows), []
             if not self.put((count, block)):
+                self.stopped = True
+                self.on_stop()
                 raise _ConsumerStopped()
 
 

@@ -220,3 +220,58 @@ def test_a_database_lost_mid_copy_fails_cleanly_and_leaves_no_file(postgres_url,
     finally:
         engine.dispose()
         proxy.close()
+
+
+
+def _read_one_block_and_stop(url: str, agent_id: str) -> tuple[int, int]:
+    """In a process of its own: the first block, then stop; what the pooled connection says next."""
+    engine = make_engine(url)
+    try:
+        blocks = iter_agent_task_blocks(engine, agent_id, chunk_size=10)
+        count, _ = next(blocks)
+        blocks.close()
+        with engine.connect() as conn:
+            return count, conn.execute(sa.select(sa.func.count()).select_from(tasks)).scalar_one()
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(120)
+def test_a_consumer_that_stops_early_cancels_the_copy_instead_of_reading_the_rest(postgres_url, postgres_engine):
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from tests.support.tcp_proxy import TcpProxy
+
+    # 1 000 tasks of ~60 KB history each (compressed on disk, ~60 MB as COPY text).
+    prompt_id = PromptStore(postgres_engine).bootstrap("big", "You help.").id
+    with postgres_engine.begin() as conn:
+        conn.execute(sa.text(
+            """
+            INSERT INTO tasks (id, context_id, kind, state, state_timestamp, history, artifacts, metadata,
+                               prompt_id, created_at, updated_at)
+            SELECT gen_random_uuid(), gen_random_uuid(), 'task', 'completed', :now,
+                   jsonb_build_array(jsonb_build_object('role', 'user', 'parts', jsonb_build_array(
+                       jsonb_build_object('kind', 'text', 'text', repeat('question ' || i || ' ', 5000))))),
+                   '[]', '{}', :prompt, :now - make_interval(secs => i), :now
+              FROM generate_series(1, 1000) AS i
+            """
+        ), {"now": NOW, "prompt": prompt_id})
+        tasks_in_schema = conn.execute(sa.select(sa.func.count()).select_from(tasks)).scalar_one()
+    total = sum(len(block) for _, block in iter_agent_task_blocks(postgres_engine, "big", chunk_size=10))
+    assert total > 50_000_000
+
+    proxy, url = TcpProxy.for_url(postgres_url)
+    try:
+        # The reader runs in another process: the driver's cancel request holds the GIL while it
+        # connects, and it connects through this process's proxy.
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            count, counted_after = pool.submit(_read_one_block_and_stop, url, "big").result(timeout=90)
+        assert count == 10
+        # Without the cancel, the driver reads the whole result before the COPY ends.
+        assert proxy.bytes_from_server < total / 3, (proxy.bytes_from_server, total)
+        # The connection went back to the pool in a usable state.
+        assert counted_after == tasks_in_schema
+    finally:
+        proxy.close()

@@ -6,6 +6,7 @@
 - ``cut_after_reply_to(marker)``: the next client message containing ``marker`` (e.g. ``b"COMMIT"``)
   reaches the server and is answered, the answer is dropped and everything is cut: the client never
   learns whether its commit happened (added for tests/reliability).
+- ``bytes_from_server``: how much the server has sent through the proxy so far.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class TcpProxy:
         self.accepted = 0
         self._cut_after: bytes | None = None
         self.replies_dropped = 0
+        self.bytes_from_server = 0
         threading.Thread(target=self._accept_loop, name="tcp-proxy-accept", daemon=True).start()
 
     @classmethod
@@ -102,6 +104,8 @@ class TcpProxy:
                     data = sock.recv(65536)
                     if not data:
                         return
+                    if sock is upstream:
+                        self.bytes_from_server += len(data)
                     peers[sock].sendall(data)
                     if sock is client and self._cut_after is not None and self._cut_after in data:
                         self._cut_after = None
