@@ -1,4 +1,8 @@
-"""Shared plumbing for the benchmark scripts: a throwaway PostgreSQL database and result files."""
+"""Shared plumbing for the benchmark scripts: a throwaway PostgreSQL database and result files.
+
+Run every script from the project root as a module (``.venv/bin/python -m benchmarks.<name>``);
+``BINDU_BENCH_POSTGRES_ADMIN_URL`` names the server that holds the scratch databases.
+"""
 
 from __future__ import annotations
 
@@ -39,10 +43,11 @@ def write_results(name: str, body: str) -> Path:
     path = RESULTS_DIR / f"{name}.txt"
     script = Path(sys.argv[0])
     command = [".venv/bin/python", "-m", f"benchmarks.{script.stem}", *sys.argv[1:]]
+    # The machines are shared: the load average at the end says how busy this one was.
     header = (
         f"$ {shlex.join(command)}\n"
         f"# {datetime.now(UTC):%Y-%m-%d %H:%M UTC} · {platform.python_implementation()} {platform.python_version()} · "
-        f"{os.cpu_count()} cores · {platform.machine()}\n\n"
+        f"{os.cpu_count()} cores · {platform.machine()} · load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}\n\n"
     )
     path.write_text(header + body.rstrip() + "\n")
     return path

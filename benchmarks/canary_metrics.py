@@ -1,32 +1,28 @@
 """Time the canary's per-arm SQL aggregate on 10 M tasks in PostgreSQL (target <= 2 s).
 
-    .venv/bin/python benchmarks/canary_metrics.py [--tasks 10000000] [--output benchmarks/results/canary_metrics.txt]
+    .venv/bin/python -m benchmarks.canary_metrics [--tasks 10000000] [--repeat 5] [--no-write]
 
 Creates a scratch database (dropped at the end), fills it with generate_series INSERT ... SELECT:
 one agent's prompt history of ``--tasks`` tasks over a year, the last 14 days being an experiment
 (active 90 % / candidate 10 %); about 30 % of tasks get feedback in Bindu's shapes (ratings,
 thumbs as booleans and strings, some revised, some malformed). Then times ``experiment_metrics``
-(the controller's own call) and prints the PostgreSQL plan. Tasks use the index ``ix_tasks_prompt_id``
+(the controller's own call), prints the PostgreSQL plan and writes benchmarks/results/canary_metrics.txt. Tasks use the index ``ix_tasks_prompt_id``
 (prompt_id, created_at) INCLUDE (id); feedback ``idx_task_feedback_task_id`` or a scan of task_feedback.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import sys
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import sqlalchemy as sa
 
+from benchmarks._common import scratch_postgres_database, write_results
 from bindu_pipelines.canary.metrics import POSTGRES_SETTINGS, TrafficSegment, _aggregate_sql, experiment_metrics
 from bindu_runtime import make_engine, upgrade
 
-ADMIN_URL = os.environ.get("BINDU_BENCH_POSTGRES_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 EXPERIMENT_DAYS = 14
 
@@ -81,60 +77,55 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", type=int, default=10_000_000)
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--output", type=Path)
+    parser.add_argument("--no-write", action="store_true", help="print only, do not write the results file")
     args = parser.parse_args(argv)
 
-    name = f"bindu_bench_canary_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    url = sa.make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    engine = make_engine(url)
-    lines = ["$ .venv/bin/python benchmarks/canary_metrics.py " + " ".join(sys.argv[1:] if argv is None else argv)]
-    try:
-        upgrade(engine)
-        began = time.perf_counter()
-        counts = fill(engine, args.tasks)
-        # What autovacuum does to a live table: statistics, and the visibility map for index-only scans.
-        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-            connection.exec_driver_sql("VACUUM ANALYZE tasks")
-            connection.exec_driver_sql("VACUUM ANALYZE task_feedback")
-        lines.append(
-            f"filled in {time.perf_counter() - began:.0f} s: {counts['tasks']:,} tasks, {counts['feedback_rows']:,} feedback rows, "
-            f"{counts['experiment_tasks']:,} tasks in the {EXPERIMENT_DAYS}-day experiment window"
-        )
-        segments = [TrafficSegment(NOW - timedelta(days=EXPERIMENT_DAYS), 0.1)]
-        timings, metrics = [], None
-        for _ in range(args.repeat + 1):  # the first run warms the cache and is not counted
-            began = time.perf_counter()
-            metrics = experiment_metrics(engine, active_id="old-active", candidate_id="candidate", segments=segments, as_of=NOW)
-            timings.append(time.perf_counter() - began)
-        timings = timings[1:]
-        lines.append(
-            f"experiment_metrics: median {statistics.median(timings):.3f} s, max {max(timings):.3f} s over {args.repeat} runs "
-            f"(target <= 2 s)"
-        )
-        for arm in (metrics.active, metrics.candidate):
-            lines.append(f"  {arm.prompt_id}: {arm.stats.n:,} tasks with valid feedback, mean score {arm.stats.mean:.4f}")
-        with engine.connect() as connection:  # the plan under the settings experiment_metrics applies
-            for setting in POSTGRES_SETTINGS:
-                connection.exec_driver_sql(setting)
-            plan = connection.execute(
-                sa.text("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + _aggregate_sql("postgresql", 1)),
-                {"active_id": "old-active", "candidate_id": "candidate", "since": segments[0].start, "as_of": NOW},
-            ).scalars().all()
-        lines += ["", "EXPLAIN (ANALYZE, BUFFERS) of the aggregate:", *plan]
-    finally:
-        engine.dispose()
-        with admin.connect() as connection:
-            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
+    with scratch_postgres_database("bindu_bench_canary") as url:
+        engine = make_engine(url)
+        try:
+            lines = measure(engine, args.tasks, args.repeat)
+        finally:
+            engine.dispose()
     text = "\n".join(lines)
     print(text)
-    if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(text + "\n")
+    if not args.no_write:
+        print(f"\nwritten to {write_results('canary_metrics', text)}")
     return 0
+
+
+def measure(engine: sa.Engine, n_tasks: int, repeat: int) -> list[str]:
+    upgrade(engine)
+    began = time.perf_counter()
+    counts = fill(engine, n_tasks)
+    # What autovacuum does to a live table: statistics, and the visibility map for index-only scans.
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.exec_driver_sql("VACUUM ANALYZE tasks")
+        connection.exec_driver_sql("VACUUM ANALYZE task_feedback")
+    lines = [
+        f"filled in {time.perf_counter() - began:.0f} s: {counts['tasks']:,} tasks, {counts['feedback_rows']:,} feedback rows, "
+        f"{counts['experiment_tasks']:,} tasks in the {EXPERIMENT_DAYS}-day experiment window"
+    ]
+    segments = [TrafficSegment(NOW - timedelta(days=EXPERIMENT_DAYS), 0.1)]
+    timings, metrics = [], None
+    for _ in range(repeat + 1):  # the first run warms the cache and is not counted
+        began = time.perf_counter()
+        metrics = experiment_metrics(engine, active_id="old-active", candidate_id="candidate", segments=segments, as_of=NOW)
+        timings.append(time.perf_counter() - began)
+    timings = timings[1:]
+    lines.append(
+        f"experiment_metrics: median {statistics.median(timings):.3f} s, max {max(timings):.3f} s over {repeat} runs "
+        f"(target <= 2 s)"
+    )
+    for arm in (metrics.active, metrics.candidate):
+        lines.append(f"  {arm.prompt_id}: {arm.stats.n:,} tasks with valid feedback, mean score {arm.stats.mean:.4f}")
+    with engine.connect() as connection:  # the plan under the settings experiment_metrics applies
+        for setting in POSTGRES_SETTINGS:
+            connection.exec_driver_sql(setting)
+        plan = connection.execute(
+            sa.text("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + _aggregate_sql("postgresql", 1)),
+            {"active_id": "old-active", "candidate_id": "candidate", "since": segments[0].start, "as_of": NOW},
+        ).scalars().all()
+    return [*lines, "", "EXPLAIN (ANALYZE, BUFFERS) of the aggregate:", *plan]
 
 
 if __name__ == "__main__":

@@ -1,19 +1,18 @@
 """DESIGN §8 canary table: our sequential policy next to the seed's rule, on simulated traffic.
 
-    .venv/bin/python benchmarks/canary_policy.py [--runs 1000] [--seed 1] [--output benchmarks/results/canary_policy.txt]
+    .venv/bin/python -m benchmarks.canary_policy [--runs 1000] [--seed 1] [--no-write]
 
 50 feedback events per hour, 14 days (336 hourly checks), active arm at 0.7; every cell is
-``--runs`` independent experiments run by the same policy code the controller uses.
+``--runs`` independent experiments run by the same policy code the controller uses. The table
+goes to benchmarks/results/canary_policy.txt.
 """
 
 from __future__ import annotations
 
 import argparse
-import shlex
-import sys
 import time
-from pathlib import Path
 
+from benchmarks._common import write_results
 from bindu_pipelines.canary.simulate import Scenario, simulate
 
 # (label, candidate rate, scale, candidate_loss, target on the promotion rate, comparison)
@@ -37,12 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--feedback-per-hour", type=float, default=50.0)
     parser.add_argument("--hours", type=int, default=336)
-    parser.add_argument("--output", type=Path)
+    parser.add_argument("--no-write", action="store_true", help="print only, do not write the results file")
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
     lines = [
-        "$ .venv/bin/python benchmarks/canary_policy.py " + shlex.join(sys.argv[1:] if argv is None else argv),
         f"{args.runs} runs per cell, {args.feedback_per_hour:g} feedback/h, {args.hours} hourly checks, "
         f"active rate 0.70, candidate starts at 10 %, seed {args.seed}",
         "promoted = share of runs where the candidate became active; rb = rolled back; und = undecided at the end;",
@@ -85,9 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     lines.append(f"\nwall time {time.perf_counter() - started:.1f} s")
     text = "\n".join(lines)
     print(text)
-    if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(text + "\n")
+    if not args.no_write:
+        print(f"\nwritten to {write_results('canary_policy', text)}")
     return 0
 
 

@@ -1,6 +1,6 @@
 """Golden dataset from 1 M demo-shaped tasks in PostgreSQL: the streaming path vs the seed's way.
 
-    .venv/bin/python benchmarks/golden_dataset.py [--tasks 1000000] [--admin-url postgresql+psycopg2://postgres@127.0.0.1:5432/test]
+    .venv/bin/python -m benchmarks.golden_dataset [--tasks 1000000] [--repeat 3] [--no-write]
 
 1. Creates its own database (dropped at the end), loads ``--templates`` demo tasks from the demo
    generator (with its malformed rows and feedback) with COPY, and multiplies them to ``--tasks``
@@ -12,8 +12,9 @@
      parallel run is repeated ``--repeat`` times (shared machine: the median is reported);
    - seed: every task and feedback row fetched into memory, then processed, the dataset built
      in memory (what the original did, minus its 10 000-row cap).
-3. Prints tasks/s and peak RSS, and writes them to benchmarks/results/golden_dataset.txt with the
-   command line at the top.
+3. Prints tasks/s, the speed-up over the seed's way in the same run (the machine is shared: the
+   ratio carries over between runs better than tasks/s do) and peak RSS, and writes them to
+   benchmarks/results/golden_dataset.txt with the command line at the top.
 """
 
 from __future__ import annotations
@@ -27,30 +28,27 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections import defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
 
 import sqlalchemy as sa
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from bindu_pipelines.demo.seed import demo_agents, generate_agent_rows  # noqa: E402
-from bindu_pipelines.golden_dataset.dataset import (  # noqa: E402
+from benchmarks._common import scratch_postgres_database, write_results
+from bindu_pipelines.demo.seed import demo_agents, generate_agent_rows
+from bindu_pipelines.golden_dataset.dataset import (
     GoldenDatasetOptions,
     GoldenDatasetPipeline,
     golden_frame,
     write_golden_parquet,
 )
-from bindu_pipelines.golden_dataset.feedback import FeedbackRow  # noqa: E402
-from bindu_pipelines.golden_dataset.fetch import RawTask, _agent_filter  # noqa: E402
-from bindu_runtime import PromptStore, make_engine, upgrade  # noqa: E402
-from bindu_runtime.schema import task_feedback, tasks  # noqa: E402
+from bindu_pipelines.golden_dataset.feedback import FeedbackRow
+from bindu_pipelines.golden_dataset.fetch import RawTask, _agent_filter
+from bindu_runtime import PromptStore, make_engine, upgrade
+from bindu_runtime.schema import task_feedback, tasks
 
+ROOT = Path(__file__).resolve().parents[1]
 AGENT_ID = "support-bot"
-RESULTS = ROOT / "benchmarks" / "results" / "golden_dataset.txt"
 OPTIONS = dict(limit=None, require_feedback=True)
 
 
@@ -186,7 +184,8 @@ def run_seed(url: str) -> dict:
 
 
 def in_subprocess(args: list[str]) -> dict:
-    out = subprocess.run([sys.executable, __file__, *args], check=True, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "benchmarks.golden_dataset", *args],
+                         cwd=ROOT, check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -199,8 +198,6 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2, help="processes for the parallel streaming run")
     parser.add_argument("--repeat", type=int, default=3,
                         help="runs of the parallel streaming approach; the median is reported, every run listed")
-    parser.add_argument("--admin-url", default=os.environ.get("BINDU_TEST_POSTGRES_ADMIN_URL",
-                                                             "postgresql+psycopg2://postgres@127.0.0.1:5432/test"))
     parser.add_argument("--skip-seed", action="store_true", help="only measure the streaming path")
     parser.add_argument("--no-write", action="store_true", help="print only, do not write the results file")
     parser.add_argument("--worker", choices=["streaming", "seed"], help=argparse.SUPPRESS)
@@ -214,12 +211,7 @@ def main() -> int:
         print(json.dumps(run_seed(args.url)))
         return 0
 
-    name = f"bindu_bench_golden_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    admin = sa.create_engine(args.admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    url = sa.make_url(args.admin_url).set(database=name).render_as_string(hide_password=False)
-    try:
+    with scratch_postgres_database("bindu_bench_golden") as url:
         loaded = load(url, args.tasks, args.templates)
         print(f"loaded {loaded}", flush=True)
         streaming = ["--worker", "streaming", "--url", url, "--chunk-size", str(args.chunk_size)]
@@ -230,29 +222,24 @@ def main() -> int:
             results.append(sorted(parallel_runs, key=lambda r: r["seconds"])[len(parallel_runs) // 2])
         if not args.skip_seed:
             results.append(in_subprocess(["--worker", "seed", "--url", url]))
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
 
-    command = "$ .venv/bin/python benchmarks/golden_dataset.py " + " ".join(sys.argv[1:])
+    seed_rate = next((r["tasks"] / r["seconds"] for r in results if r["approach"].startswith("seed")), None)
     lines = [
-        command.rstrip(),
-        "",
-        f"date: {datetime.now(UTC):%Y-%m-%d %H:%M UTC}; machine: {os.cpu_count()} cores, shared; "
-        f"load average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}",
         f"data: {loaded['tasks']:,} tasks ({loaded['table_size']}), {loaded['feedback_rows']:,} feedback rows, "
         f"{args.templates:,} demo templates x copies; loaded in {loaded['load_seconds']} s (COPY + generate_series)",
         "options: strategy last_turn, require_feedback, PII scrubbing on, no limit, "
         f"chunk size {args.chunk_size:,}",
         "peak RSS: each approach in its own subprocess (ru_maxrss); for the parallel run, the main process "
         "plus every worker counted at the largest worker's peak (an upper bound)",
+        "x seed: tasks/s over the seed's way in the same run",
         "",
-        f"{'approach':<24}{'tasks':>11}{'golden rows':>13}{'seconds':>10}{'tasks/s':>10}{'peak RSS MB':>13}",
+        f"{'approach':<24}{'tasks':>11}{'golden rows':>13}{'seconds':>10}{'tasks/s':>10}{'x seed':>8}{'peak RSS MB':>13}",
     ]
     for r in results:
+        rate = r["tasks"] / r["seconds"]
+        ratio = f"{rate / seed_rate:.2f}" if seed_rate else "-"
         lines.append(f"{r['approach']:<24}{r['tasks']:>11,}{r['golden_rows']:>13,}{r['seconds']:>10.1f}"
-                     f"{r['tasks'] / r['seconds']:>10,.0f}{r['peak_rss_mb']:>13,.0f}")
+                     f"{rate:>10,.0f}{ratio:>8}{r['peak_rss_mb']:>13,.0f}")
     if len(parallel_runs) > 1:
         lines.append(
             f"  (streaming, {args.workers} workers: median of {len(parallel_runs)} runs; each run: "
@@ -264,10 +251,10 @@ def main() -> int:
         lines.append(f"  {stage:<12} in {report['rows_in']:>9,}  out {report['rows_out']:>9,}  dropped {report['dropped']}")
     lines += ["", "every approach gave the same golden rows and stage reports: "
               + ("yes" if len({json.dumps(r["reports"], sort_keys=True) for r in results}) == 1 else "NO")]
-    text = "\n".join(lines) + "\n"
+    text = "\n".join(lines)
     print(text)
     if not args.no_write:
-        RESULTS.write_text(text)
+        print(f"\nwritten to {write_results('golden_dataset', text)}")
     return 0
 
 
