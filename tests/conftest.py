@@ -21,6 +21,7 @@ for variable in ("BINDU_DATABASE_URL", "STORAGE__POSTGRES_URL", "BINDU_LM", "BIN
     os.environ.pop(variable, None)
 
 from bindu_runtime import make_engine, upgrade  # noqa: E402
+from tests.support.session_databases import drop_abandoned_session_databases, session_database_name  # noqa: E402
 
 POSTGRES_ADMIN_URL = os.environ.get("BINDU_TEST_POSTGRES_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
 
@@ -36,11 +37,13 @@ def _dspy_without_disk_cache() -> None:
 
 @pytest.fixture(scope="session")
 def postgres_server_url() -> Iterator[str]:
-    """A database of this test session's own on the local server, dropped at the end."""
-    name = f"bindu_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    """A database of this test session's own on the local server, dropped at the end (or, if the
+    session is killed, by the next session on this machine)."""
+    name = session_database_name()
     admin = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as connection:
+            drop_abandoned_session_databases(connection)
             connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
     except sa.exc.OperationalError as exc:
         pytest.fail(f"PostgreSQL is not reachable at {POSTGRES_ADMIN_URL}: {exc.orig}")
