@@ -379,24 +379,17 @@ def stream_golden_dataset(
             chunk_size=chunk_size, rebuild_context=opts.rebuild_context,
         )))
 
-    def admitted(candidates: list[tuple], digests: list[bytes]) -> list[tuple]:
-        out, kept = [], []
-        admit = pipeline.admit
-        for candidate, digest in zip(candidates, digests):
-            golden = admit(candidate)
-            if golden is not None:
-                out.append(golden)
-                kept.append(digest)
-        fingerprint.update_digests(kept)
-        return out
-
-    if workers <= 1:
-        for count, chunk in chunks:
+    def counted(source: Iterator[tuple[int, list[tuple] | bytes]]) -> Iterator[list[tuple] | bytes]:
+        nonlocal tasks_read
+        for count, chunk in source:
             tasks_read += count
-            out = admitted(*pipeline.prepare_chunk(chunk))
-            total += len(out)
-            yield out
-    else:
+            yield chunk
+
+    def prepared() -> Iterator[tuple[list[tuple], list[bytes]]]:
+        """Each chunk's candidates and fingerprint digests, in read order."""
+        if workers <= 1:
+            yield from map(pipeline.prepare_chunk, counted(chunks))
+            return
         import multiprocessing
         from collections import deque
         from concurrent.futures import ProcessPoolExecutor
@@ -405,22 +398,30 @@ def stream_golden_dataset(
         with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker, initargs=(opts,)) as pool:
             pending: deque = deque()
 
-            def oldest() -> list[tuple]:
+            def oldest() -> tuple[list[tuple], list[bytes]]:
                 candidates, digests, reports = pending.popleft().result()
                 pipeline.merge_reports(reports)
-                return admitted(candidates, digests)
+                return candidates, digests
 
-            for count, chunk in chunks:
-                tasks_read += count
+            for chunk in counted(chunks):
                 pending.append(pool.submit(_prepare_chunk, chunk))
                 while len(pending) > workers:
-                    out = oldest()
-                    total += len(out)
-                    yield out
+                    yield oldest()
             while pending:
-                out = oldest()
-                total += len(out)
-                yield out
+                yield oldest()
+
+    admit = pipeline.admit
+    with contextlib.closing(prepared()) as batches:  # a consumer that stops early shuts the pool down
+        for candidates, digests in batches:
+            out, kept = [], []
+            for candidate, digest in zip(candidates, digests):
+                golden = admit(candidate)
+                if golden is not None:
+                    out.append(golden)
+                    kept.append(digest)
+            fingerprint.update_digests(kept)
+            total += len(out)
+            yield out
     return StreamResult(total, fingerprint.hexdigest(), pipeline.summary(), tasks_read)
 
 

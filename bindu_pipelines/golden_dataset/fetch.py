@@ -357,21 +357,18 @@ def iter_agent_task_blocks(
     def produce(put: Callable[[Any], bool]) -> None:
         with engine.connect() as conn:
             raw = conn.connection.dbapi_connection
+            # A consumer that stops early cancels the query: the driver would otherwise read (and
+            # throw away) the rest of the table before the COPY ends.
+            sink = _BlockSink(chunk_size, put, on_stop=raw.cancel)
             try:
                 with raw.cursor() as cursor:
                     # COPY takes no bind parameters: the driver quotes them into the statement.
                     statement = cursor.mogrify(str(compiled), compiled.params).decode()
-                    # A consumer that stops early cancels the query: the driver would otherwise
-                    # read (and throw away) the rest of the table before the COPY ends.
-                    sink = _BlockSink(chunk_size, put, on_stop=raw.cancel)
-                    try:
-                        cursor.copy_expert(f"COPY ({statement}) TO STDOUT", sink)
-                        sink.flush()
-                    except driver_error:
-                        if sink.stopped:
-                            raise _ConsumerStopped() from None
-                        raise
+                    cursor.copy_expert(f"COPY ({statement}) TO STDOUT", sink)
+                    sink.flush()
             except driver_error as error:
+                if sink.stopped and not raw.closed:  # the COPY ended by our cancel
+                    raise _ConsumerStopped() from None
                 # As SQLAlchemy would have it: a DBAPIError (without the statement's parameters),
                 # and a connection that is broken is not handed out again. A connection lost in
                 # the middle of a COPY leaves libpq with no message of its own: say what happened.

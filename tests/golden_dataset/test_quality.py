@@ -137,6 +137,8 @@ def test_validation_keys_are_the_comparison_keys_of_the_normalised_texts(user_in
     from bindu_pipelines.golden_dataset.quality import validate_pair_with_keys
 
     settings = QualitySettings(min_input_chars=1, min_output_chars=1)
-    normalised_input, normalised_output, _, keys = validate_pair_with_keys(user_input, agent_output, settings)
-    if keys is not None:
+    normalised_input, normalised_output, reason, keys = validate_pair_with_keys(user_input, agent_output, settings)
+    if normalised_input and normalised_output:  # long enough to be compared
         assert keys == (comparison_key(normalised_input), comparison_key(normalised_output))
+    else:
+        assert keys is None and reason is not None
