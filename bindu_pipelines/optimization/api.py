@@ -20,6 +20,13 @@ from bindu_runtime.errors import ExperimentRunning
 from .jobs import TRAINING_JOB, training_tags
 
 _OPTIMIZER_CLASSES = {"SIMBA": "simba", "GEPA": "gepa", "MIPROv2": "miprov2"}
+OPTIMIZERS = ("simba", "gepa", "miprov2")
+# An optimizer instance's settings that the training run honours: (attribute, run-config key).
+_OPTIMIZER_SETTINGS = {
+    "simba": (("max_steps", "max_steps"), ("num_candidates", "num_candidates"), ("bsize", "bsize"), ("max_demos", "max_demos")),
+    "gepa": (("max_full_evals", "gepa_max_full_evals"),),
+    "miprov2": (("num_candidates", "mipro_num_candidates"),),
+}
 
 
 class TrainingRunFailed(RuntimeError):
@@ -44,22 +51,56 @@ def optimizer_name(optimizer: Any) -> str:
     if optimizer is None:
         return "simba"
     if isinstance(optimizer, str):
-        name = optimizer.lower()
+        name = optimizer.strip().lower()
     else:
-        cls = optimizer if isinstance(optimizer, type) else type(optimizer)
-        name = _OPTIMIZER_CLASSES.get(cls.__name__, cls.__name__.lower())
-    if name not in ("simba", "gepa", "miprov2"):
-        raise ValueError(f"unsupported optimizer {optimizer!r}: use simba, gepa or miprov2")
+        classes = optimizer.__mro__ if isinstance(optimizer, type) else type(optimizer).__mro__
+        name = next((_OPTIMIZER_CLASSES[c.__name__] for c in classes if c.__name__ in _OPTIMIZER_CLASSES), type(optimizer).__name__)
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unsupported optimizer {optimizer!r}: use simba, gepa or miprov2 (a name or a DSPy optimizer)")
     return name
 
 
-def _strategy_text(strategy: Any) -> str | None:
-    if strategy is None or isinstance(strategy, str):
-        return strategy
-    spec = getattr(strategy, "spec", None) or getattr(strategy, "cli_spec", None)
-    if isinstance(spec, str):
-        return spec
-    raise ValueError("pass the strategy in CLI syntax (e.g. 'last_n:3') or a strategy with a .spec")
+def optimizer_settings(optimizer: Any) -> dict[str, int]:
+    """The run-config settings an optimizer instance carries (``SIMBA(max_steps=4)`` → max_steps 4)."""
+    if optimizer is None or isinstance(optimizer, (str, type)):
+        return {}
+    settings = {}
+    for attribute, key in _OPTIMIZER_SETTINGS[optimizer_name(optimizer)]:
+        value = getattr(optimizer, attribute, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+            settings[key] = value
+    return settings
+
+
+def strategy_spec(strategy: Any) -> str | None:
+    """The CLI syntax (``last_n:3``) of a strategy name or of one of the nine strategy instances.
+
+    A run's configuration is text, so an instance travels as its spec; the spec is checked to
+    rebuild an equal strategy. A custom strategy class cannot run through Dagster: ValueError.
+    """
+    from bindu_pipelines.golden_dataset.strategies import _CLI_ARGS, STRATEGIES, BaseExtractionStrategy, parse_strategy
+
+    if strategy is None:
+        return None
+    if isinstance(strategy, str):
+        parse_strategy(strategy)  # refused here, before any run starts
+        return strategy.strip()
+    if not isinstance(strategy, BaseExtractionStrategy):
+        raise ValueError(f"strategy must be a strategy name like 'last_n:3' or a strategy instance, got {strategy!r}")
+    key = next((name for name, cls in STRATEGIES.items() if type(strategy) is cls), None)
+    if key is None:
+        raise ValueError(
+            f"custom strategy {type(strategy).__name__} cannot be sent to a Dagster run: use one of "
+            f"{', '.join(STRATEGIES)} (or build_golden_dataset(strategy=…) in Python)"
+        )
+    params = [name for name, _ in _CLI_ARGS[key]]
+    values = [getattr(strategy, name, None) for name in params]
+    while values and values[-1] is None:
+        values.pop()
+    spec = ":".join([key, *("" if v is None else str(v) for v in values)])
+    if vars(parse_strategy(spec)) != vars(strategy):
+        raise ValueError(f"strategy {strategy!r} has settings the CLI syntax cannot carry ({spec!r})")
+    return spec
 
 
 def training_run_config(
@@ -68,10 +109,11 @@ def training_run_config(
     from bindu_pipelines.golden_dataset.assets import golden_dataset_run_config
 
     options: dict[str, Any] = {"require_feedback": require_feedback}
-    if (text := _strategy_text(strategy)) is not None:
+    if (text := strategy_spec(strategy)) is not None:
         options["strategy"] = text
     config = golden_dataset_run_config(**options)
-    config["ops"]["candidate_prompt"] = {"config": {"optimizer": optimizer_name(optimizer), **candidate_config}}
+    settings = optimizer_settings(optimizer) | candidate_config
+    config["ops"]["candidate_prompt"] = {"config": {"optimizer": optimizer_name(optimizer), **settings}}
     return config
 
 
@@ -84,6 +126,43 @@ def dspy_progress_hidden(hidden: bool = True) -> Iterator[None]:
         return
     with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
         yield
+
+
+def _metadata_values(metadata: Any) -> dict[str, Any]:
+    return {key: getattr(value, "value", value) for key, value in dict(metadata or {}).items()}
+
+
+def dataset_drops(result: dg.ExecuteInProcessResult) -> dict[str, int]:
+    """Rows the golden-dataset stages of a run dropped, by reason, summed over the stages."""
+    drops: dict[str, int] = {}
+    for event in result.get_asset_materialization_events():
+        metadata = _metadata_values(event.event_specific_data.materialization.metadata)
+        for reason, count in (metadata.get("dropped_by_reason") or {}).items():
+            if isinstance(count, (int, float)) and count:
+                drops[reason] = drops.get(reason, 0) + int(count)
+    return drops
+
+
+def failed_check_reason(result: dg.ExecuteInProcessResult, agent_id: str) -> str | None:
+    """A blocking check that stopped the run, in one line with its numbers: "golden dataset for
+    support-bot has 4 examples, needs 10: no feedback 3, …" (None when no check failed)."""
+    for evaluation in result.get_asset_check_evaluations():
+        if evaluation.passed:
+            continue
+        metadata = _metadata_values(evaluation.metadata)
+        if evaluation.description:
+            return evaluation.description.strip().splitlines()[0]
+        rows, needed = metadata.get("rows"), metadata.get("min_examples")
+        if rows is None or needed is None:
+            return f"check {evaluation.check_name} failed for {agent_id}"
+        text = f"golden dataset for {agent_id} has {rows:.0f} examples, needs {needed:.0f}"
+        if (validation := metadata.get("validation_rows")) is not None and metadata.get("min_validation_examples"):
+            text += f" ({validation:.0f} held out for validation, needs {metadata['min_validation_examples']:.0f})"
+        drops = sorted(dataset_drops(result).items(), key=lambda item: -item[1])
+        if drops:
+            text += ": dropped " + ", ".join(f"{count} {reason.replace('_', ' ')}" for reason, count in drops)
+        return text + "; collect more rated tasks or lower min_examples"
+    return None
 
 
 def launch_training(
@@ -120,7 +199,7 @@ def launch_training(
             definitions=definitions,
         )
     if not result.success:
-        raise TrainingRunFailed(step_failure_reason(result, default="the training run failed"))
+        raise TrainingRunFailed(failed_check_reason(result, agent_id) or step_failure_reason(result, default="the training run failed"))
     from .assets import outcome_from_materialization
 
     materializations = [
