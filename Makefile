@@ -17,9 +17,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## The main job on the embedded default: SQLite under dagster_home/, the offline model.
+## The main job on the embedded default: a fresh SQLite demo database under dagster_home/, the
+## offline model. Re-runnable: each run starts over (--reset deletes only dagster_home/bindu.sqlite).
 demo: $(STAMP)
-	$(BIN)/bindu-dspy demo run
+	$(BIN)/bindu-dspy demo run --reset
 
 ## The whole test suite, on SQLite and PostgreSQL (127.0.0.1:5432).
 test: $(STAMP)
@@ -28,7 +29,8 @@ test: $(STAMP)
 ## The Dagster UI on the same dagster_home as the demo.
 ui: $(STAMP)
 	@echo "Dagster UI: http://127.0.0.1:3000"
-	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	BINDU_DATABASE_URL=$${BINDU_DATABASE_URL:-sqlite:///$(DAGSTER_HOME)/bindu.sqlite} \
+		$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 ## Forget the demo's database and runs (keeps dagster_home/dagster.yaml).
 clean-demo:
