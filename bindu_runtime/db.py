@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
+from . import layout
 from .config import resolve_database_url
 
 SQLITE_BUSY_TIMEOUT_S = 10.0
@@ -28,7 +29,9 @@ def make_engine(url: str | None = None, *, connect_timeout: float = 5.0, **engin
     engine_kwargs.setdefault("hide_parameters", True)
     if resolved.get_backend_name() == "sqlite":
         return _sqlite_engine(resolved, connect_timeout, **engine_kwargs)
-    return _postgres_engine(resolved, connect_timeout, **engine_kwargs)
+    engine = _postgres_engine(resolved, connect_timeout, **engine_kwargs)
+    layout.register_shared_schema(engine, layout.shared_schema_of_url(resolved))
+    return engine
 
 
 def _postgres_engine(url: sa.URL, connect_timeout: float, **engine_kwargs) -> sa.Engine:
