@@ -95,7 +95,7 @@ def test_statements_reach_the_did_schema_with_no_search_path(postgres_server_url
         connection.exec_driver_sql(f"INSERT INTO \"{schema}\".layout_probe VALUES ('did')")
         connection.exec_driver_sql("CREATE TABLE public.layout_probe (v text)")
         connection.exec_driver_sql("INSERT INTO public.layout_probe VALUES ('public')")
-    probe = sa.table("layout_probe", sa.column("v"))
+    probe = sa.Table("layout_probe", sa.MetaData(), sa.Column("v", sa.Text()))
     with layout.for_agent(engine, did).connect() as connection:
         assert connection.execute(sa.select(probe.c.v)).scalar_one() == "did"
         assert connection.execute(sa.text(f"SELECT v FROM {layout.qualified_table(connection, did, 'layout_probe')}")).scalar_one() == "did"
