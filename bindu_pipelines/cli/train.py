@@ -61,20 +61,22 @@ def _use_database(url: str | None) -> str:
 
 
 def run_dry(args) -> int:
-    try:
-        from bindu_pipelines.optimization.estimate import estimate_training  # CORE (issue 13 item 3)
-    except ImportError:
-        from bindu_pipelines.cli import UsageError
+    """Build the golden dataset in this process (no run, no LM call) and estimate the run on it."""
+    import asyncio
 
-        raise UsageError("--dry-run is not available in this version") from None
-    estimate = estimate_training(args.agent, optimizer=args.optimizer, strategy=args.strategy,
-                                 require_feedback=args.require_feedback, max_steps=args.max_steps)  # fmt: skip
-    data = estimate if isinstance(estimate, dict) else getattr(estimate, "as_dict", lambda: vars(estimate))()
+    from bindu_pipelines.golden_dataset import build_golden_dataset
+    from bindu_pipelines.optimization.estimate import estimate_training_run
+    from bindu_pipelines.optimization.optimizers import OptimizerConfig
+    from bindu_pipelines.optimization.settings import LanguageModelSettings
+
+    rows = asyncio.run(build_golden_dataset(agent_id=args.agent, strategy=args.strategy, require_feedback=args.require_feedback))
+    config = OptimizerConfig(name=args.optimizer, **({"max_steps": args.max_steps} if args.max_steps else {}))
+    estimate = estimate_training_run(LanguageModelSettings(), len(rows), config, args.strategy)
     if args.json:
-        print(json.dumps({"agent": args.agent, **data}, indent=2, default=str))
+        print(json.dumps({"agent": args.agent, "golden_dataset_rows": len(rows), **estimate.as_dict()}, indent=2, default=str))
     else:
-        print(f"{args.agent}: estimate for {args.optimizer} — " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in data.items()))
-    return 0
+        print(f"{args.agent}: golden dataset of {len(rows)} rows. {estimate.summary()}")
+    return 1 if estimate.over_budget() else 0
 
 
 def run_train(args) -> int:

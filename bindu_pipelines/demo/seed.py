@@ -25,6 +25,7 @@ from bindu_runtime.schema import task_feedback, tasks
 
 from .catalog import AGENTS, QUESTION_TEMPLATES, VAGUE_REPLIES, DemoAgent, follow_up_reply, good_reply, rambling_reply
 
+HISTORY_DAYS = 30
 DEMO_NAMESPACE = uuid.UUID("6f1c1d3e-2b7a-4a47-9a51-0d6b9f6c2e10")
 
 MALFORMED_TASK_KINDS = (
@@ -167,7 +168,7 @@ def generate_agent_rows(
     tasks_count: int,
     seed: int,
     now: datetime,
-    days: int = 30,
+    days: int = HISTORY_DAYS,
 ) -> Iterator[DemoTask]:
     """Yield one agent's demo tasks with their feedback rows, deterministically."""
     rng = random.Random(f"{seed}:{agent.agent_id}")
@@ -259,7 +260,8 @@ def seed_demo_data(
     if tasks_per_agent < 0:
         raise ValueError("tasks_per_agent must be >= 0")
     now = now or datetime.now(UTC)
-    store = PromptStore(engine)
+    # The code prompt was bootstrapped when the history begins, not when the demo runs.
+    store = PromptStore(engine, clock=lambda: now - timedelta(days=HISTORY_DAYS))
     summary = SeedSummary()
     for agent in demo_agents(agents):
         summary.agents.append(agent.agent_id)

@@ -54,19 +54,19 @@ class UserTaste:
 class ArmTally:
     served: int = 0
     rated: int = 0
-    rating_sum: int = 0
+    score_sum: float = 0.0  # feedback scores on 0..1: a rating r of 1-5 scores (r-1)/4
 
     @property
-    def mean_rating(self) -> float | None:
-        return self.rating_sum / self.rated if self.rated else None
+    def mean_score(self) -> float | None:
+        return self.score_sum / self.rated if self.rated else None
 
 
 @dataclass
 class HourTally:
-    by_status: dict[str, ArmTally] = field(default_factory=dict)
+    by_prompt: dict[str, ArmTally] = field(default_factory=dict)
 
-    def arm(self, status: str) -> ArmTally:
-        return self.by_status.setdefault(status, ArmTally())
+    def arm(self, prompt_id: str) -> ArmTally:
+        return self.by_prompt.setdefault(prompt_id, ArmTally())
 
 
 def play_hour(
@@ -80,9 +80,11 @@ def play_hour(
     taste: UserTaste,
     rng: random.Random,
 ) -> HourTally:
-    """``requests`` conversations during the hour from ``start``: route, answer, stamp, rate."""
+    """``requests`` conversations during the hour from ``start``: route, answer, stamp, rate.
+    Every timestamp (tasks and feedback) lies within the hour."""
     router.refresh()  # what the background refresh would have loaded by now
     tally = HourTally()
+    hour_end = start + timedelta(hours=1)
     planned = []
     for index in range(requests):
         moment = start + timedelta(seconds=int(3600 * index / max(requests, 1)))
@@ -97,15 +99,16 @@ def play_hour(
         connection.execute(tasks.insert(), [_task_row(*plan[:5]) for plan in planned])
     for task_id, _context, moment, _question, answer, choice in planned:
         router.stamp_task(task_id, choice)
-        arm = tally.arm(choice.status)
+        arm = tally.arm(choice.prompt_id)
         arm.served += 1
         if rng.random() < taste.feedback_rate:
             rating = taste.rating(answer, rng)
-            FeedbackCollector(engine, clock=lambda moment=moment: moment + timedelta(minutes=2)).record_feedback(
+            rated_at = min(moment + timedelta(minutes=2), hour_end)
+            FeedbackCollector(engine, clock=lambda rated_at=rated_at: rated_at).record_feedback(
                 task_id, rating=rating, metadata={"source": "demo-traffic"}
             )
             arm.rated += 1
-            arm.rating_sum += rating
+            arm.score_sum += (rating - 1) / 4
     return tally
 
 

@@ -33,8 +33,12 @@ class TrainingRunFailed(RuntimeError):
     """The training run failed; the message is the run's one-line reason."""
 
 
-class TrainingInProgress(ExperimentRunning):
+class TrainingInProgress(ExperimentRunning, RuntimeError):
     """A training run for this agent is queued or running."""
+
+
+class ExperimentActive(ExperimentRunning, RuntimeError):
+    """The seed's guard: the agent has a candidate in its canary, so no training now (a RuntimeError, as in the seed)."""
 
 
 @dataclass(frozen=True)
@@ -179,14 +183,28 @@ def launch_training(
     """Run the training job for ``agent_id`` through Dagster; ``quiet`` keeps Dagster's console log to warnings."""
     from bindu_pipelines.launch import in_progress_runs, run_job_for_agent, step_failure_reason
 
+    from bindu_runtime import PromptStore, make_engine
+
+    from .training import experiment_running
+
+    # Refused before a run is launched: the guard, and options a run would only fail on.
+    run_config = training_run_config(
+        optimizer=optimizer, strategy=strategy, require_feedback=require_feedback, **candidate_config
+    )
+    if definitions is None:
+        from bindu_pipelines.definitions import defs as definitions
+    engine = make_engine(getattr((definitions.resources or {}).get("bindu_db"), "url", None))
+    try:
+        guard = experiment_running(PromptStore(engine), agent_id)
+    finally:
+        engine.dispose()
+    if guard:
+        raise ExperimentActive(f"{guard}; the canary decides it first (bindu-dspy status --agent {agent_id})")
     instance = instance or dg.DagsterInstance.get()
     tags = training_tags(agent_id)
     running = in_progress_runs(instance, TRAINING_JOB, tags)
     if running:
         raise TrainingInProgress(f"a training run for {agent_id!r} is already in progress (run {running[0].run_id})")
-    run_config = training_run_config(
-        optimizer=optimizer, strategy=strategy, require_feedback=require_feedback, **candidate_config
-    )
     if quiet:
         run_config["loggers"] = {"console": {"config": {"log_level": "WARNING"}}}
     with dspy_progress_hidden(quiet):
