@@ -10,10 +10,11 @@ import dagster as dg
 from bindu_pipelines.canary import definitions as canary
 from bindu_pipelines.golden_dataset import definitions as golden_dataset
 from bindu_pipelines.optimization import definitions as optimization
+from bindu_pipelines.names import BINDU_DB
 from bindu_pipelines.resources import BinduDatabase
 
 defs = dg.Definitions.merge(
-    dg.Definitions(resources={"bindu_db": BinduDatabase()}),
+    dg.Definitions(resources={BINDU_DB: BinduDatabase()}),
     golden_dataset.defs,
     optimization.defs,
     canary.defs,

@@ -11,21 +11,13 @@ from typing import Any
 
 import dagster as dg
 
-from bindu_pipelines.partitions import agent_partitions
+from bindu_pipelines.errors import UnknownAgent
+from bindu_pipelines.names import BINDU_DB
+from bindu_pipelines.partitions import ensure_agent_partition
 from bindu_pipelines.resources import BinduDatabase
 from bindu_runtime import PromptStore, make_engine
 
-
-class UnknownAgent(LookupError):
-    """The agent has no prompts in the database, so there is nothing to run for it."""
-
-
-def ensure_agent_partition(instance: dg.DagsterInstance, store: PromptStore, agent_id: str) -> None:
-    """Add the agent's partition if the agent is known to the prompts table; refuse otherwise."""
-    if agent_id not in store.list_agents():
-        raise UnknownAgent(f"unknown agent {agent_id!r}: no prompts in the database (has its router bootstrapped?)")
-    if not instance.has_dynamic_partition(agent_partitions.name, agent_id):
-        instance.add_dynamic_partitions(agent_partitions.name, [agent_id])
+__all__ = ["UnknownAgent", "ensure_agent_partition", "in_progress_runs", "run_job_for_agent", "step_failure_reason"]
 
 
 def in_progress_runs(instance: dg.DagsterInstance, job_name: str, tags: Mapping[str, str]) -> list[dg.DagsterRun]:
@@ -63,7 +55,7 @@ def run_job_for_agent(
     if definitions is None:
         from bindu_pipelines.definitions import defs as definitions
     instance = instance or dg.DagsterInstance.get()
-    database = definitions.resources.get("bindu_db") if definitions.resources else None
+    database = definitions.resources.get(BINDU_DB) if definitions.resources else None
     configured = database if isinstance(database, BinduDatabase) else BinduDatabase()
     # A fresh engine: the definitions' resource object is shared by every run in this process, and
     # an engine cached on it would outlive a change of BINDU_DATABASE_URL.

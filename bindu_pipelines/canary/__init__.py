@@ -3,34 +3,41 @@
 ``policy`` (pure statistics), ``simulate`` (the policy on simulated traffic), ``metrics`` (the
 per-arm SQL aggregate), ``controller`` (one iteration, and the seed's API), and the Dagster layer
 in ``assets``, ``sensors`` and ``definitions``.
+
+The names below are loaded on first use (PEP 562), so importing ``bindu_pipelines.canary.policy``
+loads the policy alone, not the controller and its database layer.
 """
 
-from bindu_pipelines.canary.controller import (
-    ControllerOutcome,
-    DatabaseUnavailable,
-    compare_metrics,
-    ensure_system_stable,
-    experiment_state,
-    promote_step,
-    rollback_step,
-    run_canary_controller,
-    run_controller_once,
-)
-from bindu_pipelines.canary.policy import Action, Decision, SeedPolicy, SequentialPolicy, get_policy
+import importlib
 
-__all__ = [
-    "Action",
-    "ControllerOutcome",
-    "DatabaseUnavailable",
-    "Decision",
-    "SeedPolicy",
-    "SequentialPolicy",
-    "compare_metrics",
-    "ensure_system_stable",
-    "experiment_state",
-    "get_policy",
-    "promote_step",
-    "rollback_step",
-    "run_canary_controller",
-    "run_controller_once",
-]
+_EXPORTS = {
+    "ControllerOutcome": "controller",
+    "DatabaseUnavailable": "controller",
+    "compare_metrics": "controller",
+    "ensure_system_stable": "controller",
+    "experiment_state": "controller",
+    "promote_step": "controller",
+    "rollback_step": "controller",
+    "run_canary_controller": "controller",
+    "run_controller_once": "controller",
+    "Action": "policy",
+    "Decision": "policy",
+    "SeedPolicy": "policy",
+    "SequentialPolicy": "policy",
+    "get_policy": "policy",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -14,7 +14,7 @@ from pydantic import Field
 
 from bindu_pipelines.canary.controller import ControllerOutcome, DatabaseUnavailable, run_controller_once
 from bindu_pipelines.canary.policy import available_policies
-from bindu_pipelines.launch import UnknownAgent
+from bindu_pipelines.errors import UnknownAgent
 from bindu_pipelines.partitions import agent_partitions
 from bindu_pipelines.resources import BinduDatabase
 

@@ -26,7 +26,7 @@ import sqlalchemy as sa
 
 from bindu_pipelines.canary.metrics import ExperimentMetrics, TrafficSegment, experiment_metrics
 from bindu_pipelines.canary.policy import Action, ArmStats, CanaryPolicy, Decision, ExperimentSnapshot, get_policy
-from bindu_pipelines.launch import UnknownAgent
+from bindu_pipelines.errors import UnknownAgent
 from bindu_runtime import BinduError, NoExperiment, Prompt, PromptStore, StaleTransition, make_engine
 from bindu_runtime.store import as_traffic, as_utc
 

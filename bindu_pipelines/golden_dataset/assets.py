@@ -16,6 +16,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from bindu_pipelines.names import GOLDEN_DATASET_ASSETS, GOLDEN_DATASET_CHECK_OPS
 from bindu_pipelines.partitions import agent_partitions
 from bindu_pipelines.resources import BinduDatabase
 
@@ -79,9 +80,7 @@ class GoldenDatasetConfig(dg.Config):
 def golden_dataset_run_config(**options: Any) -> dict[str, Any]:
     """Run config giving the same options to each golden dataset asset and check."""
     block = {"config": GoldenDatasetConfig(**options).model_dump(exclude_unset=True)} if options else {"config": {}}
-    from .checks import CHECK_OP_NAMES
-
-    return {"ops": {name: block for name in (*ASSET_NAMES, *CHECK_OP_NAMES)}}
+    return {"ops": {name: block for name in (*GOLDEN_DATASET_ASSETS, *GOLDEN_DATASET_CHECK_OPS)}}
 
 
 def _json_text(value: Any) -> str:
@@ -230,5 +229,5 @@ def golden_dataset(
     )
 
 
-ASSET_NAMES = ("raw_tasks", "normalized_feedback", "extracted_interactions", "golden_dataset")
+ASSET_NAMES = GOLDEN_DATASET_ASSETS
 golden_dataset_assets = [raw_tasks, normalized_feedback, extracted_interactions, golden_dataset]

@@ -13,12 +13,17 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from bindu_pipelines.errors import LanguageModelNotConfigured, TrainingFailed
+from bindu_pipelines.names import CANDIDATE_PROMPT, GOLDEN_DATASET, OFFLINE_GATE_CHECK, STAGE_TAG
+from bindu_pipelines.names import CandidateMeta as M
 from bindu_pipelines.partitions import agent_partitions
 from bindu_pipelines.resources import BinduDatabase
 
+from .examples import DEFAULT_MAX_TRAIN_EXAMPLES, DEFAULT_MAX_VALIDATION_EXAMPLES
+from .gate import GateResult
 from .lm import LanguageModel
-from .optimizers import OptimizerConfig
-from .training import TrainingFailed, TrainingOutcome, prompt_diff_markdown, train_candidate
+from .optimizers import MIN_TRAIN_EXAMPLES, OptimizerConfig
+from .training import MIN_VALIDATION_EXAMPLES, TrainingOutcome, prompt_diff_markdown, train_candidate
 
 GROUP = "optimization"
 
@@ -36,6 +41,14 @@ class CandidatePromptConfig(dg.Config):
     mipro_num_candidates: int = Field(default=3, ge=1)
     mipro_num_trials: int = Field(default=6, ge=1)
     confidence: float = Field(default=0.95, gt=0.5, lt=1.0, description="Offline gate's one-sided confidence")
+    max_train_examples: int = Field(
+        default=DEFAULT_MAX_TRAIN_EXAMPLES, ge=MIN_TRAIN_EXAMPLES,
+        description="Most training examples the optimizer sees (stratified by score, deterministic)",
+    )
+    max_validation_examples: int = Field(
+        default=DEFAULT_MAX_VALIDATION_EXAMPLES, ge=MIN_VALIDATION_EXAMPLES,
+        description="Most validation examples the offline gate scores (stratified by score, deterministic)",
+    )
     metric: Literal["reply", "judge"] = Field(
         default="reply",
         description="reply: offline similarity to highly rated reference replies; judge: the language model rates each reply",
@@ -58,39 +71,74 @@ class CandidatePromptConfig(dg.Config):
 
 def outcome_metadata(outcome: TrainingOutcome) -> dict[str, object]:
     meta: dict[str, object] = {
-        "outcome": outcome.status,
-        "reason": outcome.reason,
-        "optimizer": outcome.optimizer,
+        M.OUTCOME: outcome.status,
+        M.REASON: outcome.reason,
+        M.OPTIMIZER: outcome.optimizer,
     }
     if outcome.gate is not None:
-        meta |= {
-            "gate_verdict": outcome.gate.verdict,
-            "active_score": dg.MetadataValue.float(outcome.gate.active_score),
-            "candidate_score": dg.MetadataValue.float(outcome.gate.candidate_score),
-            "mean_difference": dg.MetadataValue.float(outcome.gate.mean_difference),
-            "lower_bound": dg.MetadataValue.float(outcome.gate.lower_bound),
-            "validation_examples": outcome.gate.n,
-        }
+        meta |= gate_metadata(outcome.gate)
     if outcome.active_text is not None and outcome.candidate_text is not None:
-        meta["prompt_diff"] = dg.MetadataValue.md(prompt_diff_markdown(outcome.active_text, outcome.candidate_text))
+        meta[M.PROMPT_DIFF] = dg.MetadataValue.md(prompt_diff_markdown(outcome.active_text, outcome.candidate_text))
     if outcome.candidate_id:
-        meta["candidate_prompt_id"] = outcome.candidate_id
+        meta[M.CANDIDATE_PROMPT_ID] = outcome.candidate_id
     if outcome.details:
         usage = outcome.details.get("usage", {})
-        meta["lm_calls"] = usage.get("lm_calls", 0)
-        meta["lm_tokens"] = usage.get("lm_tokens", 0)
-        meta["lm_model"] = outcome.details["lm"]["lm_model"] + (" (offline demo model)" if outcome.details["lm"]["lm_offline"] else "")
-        meta["optimizer_settings"] = dg.MetadataValue.json(outcome.details["optimizer"])
-        meta["dataset_fingerprint"] = outcome.details["dataset"]["fingerprint"]
+        lm = outcome.details["lm"]
+        meta[M.LM_CALLS] = usage.get("lm_calls", 0)
+        meta[M.LM_TOKENS] = usage.get("lm_tokens", 0)
+        meta[M.LM_MODEL] = lm["lm_model"] + (" (offline demo model)" if lm["offline_demo"] else "")
+        meta[M.LM_OFFLINE_DEMO] = bool(lm["offline_demo"])
+        meta[M.OPTIMIZER_SETTINGS] = dg.MetadataValue.json(outcome.details["optimizer"])
+        meta[M.DATASET_FINGERPRINT] = outcome.details["dataset"]["fingerprint"]
+        meta[M.EXAMPLES_USED] = dg.MetadataValue.json(outcome.details["dataset"]["examples_used"])
+        meta[M.ESTIMATE] = dg.MetadataValue.json(outcome.details["estimate"])
     return meta
+
+
+def gate_metadata(gate: GateResult) -> dict[str, object]:
+    return {
+        M.GATE_VERDICT: gate.verdict,
+        M.ACTIVE_SCORE: dg.MetadataValue.float(gate.active_score),
+        M.CANDIDATE_SCORE: dg.MetadataValue.float(gate.candidate_score),
+        M.MEAN_DIFFERENCE: dg.MetadataValue.float(gate.mean_difference),
+        M.LOWER_BOUND: dg.MetadataValue.float(gate.lower_bound),
+        M.VALIDATION_EXAMPLES: gate.n,
+    }
+
+
+def offline_gate_check(outcome: TrainingOutcome) -> dg.AssetCheckResult:
+    """The gate's verdict as the asset check a person sees pass or fail. It reports what
+    ``train_candidate`` decided (and, on acceptance, wrote with the experiment start in one
+    transaction); it never scores anything again."""
+    if outcome.gate is None:
+        return dg.AssetCheckResult(
+            check_name=OFFLINE_GATE_CHECK, passed=False, severity=dg.AssetCheckSeverity.WARN,
+            description=f"gate not run: {outcome.reason}", metadata={M.OUTCOME: outcome.status, M.REASON: outcome.reason},
+        )
+    metadata = gate_metadata(outcome.gate) | {M.OUTCOME: outcome.status, M.REASON: outcome.reason}
+    if outcome.candidate_id:
+        metadata[M.CANDIDATE_PROMPT_ID] = outcome.candidate_id
+    if outcome.details:
+        metadata[M.LM_OFFLINE_DEMO] = bool(outcome.details["lm"]["offline_demo"])
+    return dg.AssetCheckResult(
+        check_name=OFFLINE_GATE_CHECK,
+        passed=outcome.gate.verdict == "accepted",
+        severity=dg.AssetCheckSeverity.WARN,
+        description=outcome.gate.reason,
+        metadata=metadata,
+    )
 
 
 @dg.asset(
     partitions_def=agent_partitions,
     group_name=GROUP,
     kinds={"dspy"},
-    ins={"golden_dataset": dg.AssetIn()},
-    tags={"bindu/stage": "training"},
+    ins={GOLDEN_DATASET: dg.AssetIn()},
+    tags={STAGE_TAG: "training"},
+    check_specs=[dg.AssetCheckSpec(
+        OFFLINE_GATE_CHECK, asset=CANDIDATE_PROMPT,
+        description="The candidate beats the active prompt on the held-out validation split (both scores in metadata).",
+    )],
 )
 def candidate_prompt(
     context: dg.AssetExecutionContext,
@@ -105,7 +153,10 @@ def candidate_prompt(
     whose model failed, timed out, answered garbage or ran out of budget fails with the reason.
     """
     agent_id = context.partition_key
-    num_threads = language_model.settings().num_threads
+    try:
+        num_threads = language_model.configured().num_threads
+    except LanguageModelNotConfigured as exc:
+        raise dg.Failure(description=str(exc), metadata={M.REASON: str(exc)}, allow_retries=False) from None
     try:
         with bindu_db.failing_cleanly(f"training agent {agent_id!r}"):
             outcome = train_candidate(
@@ -116,12 +167,14 @@ def candidate_prompt(
                 config=config.optimizer_config(num_threads),
                 confidence=config.confidence,
                 metric_name=config.metric,
+                max_train_examples=config.max_train_examples,
+                max_validation_examples=config.max_validation_examples,
             )
     except TrainingFailed as exc:
         raise dg.Failure(description=str(exc), metadata={"reason": str(exc)}, allow_retries=False) from None
     level = context.log.warning if outcome.status == "skipped" else context.log.info
     level(f"candidate_prompt[{agent_id}]: {outcome.status}: {outcome.reason}")
-    return dg.MaterializeResult(metadata=outcome_metadata(outcome))
+    return dg.MaterializeResult(metadata=outcome_metadata(outcome), check_results=[offline_gate_check(outcome)])
 
 
 def outcome_from_materialization(metadata: dict) -> dict[str, object]:
@@ -130,8 +183,6 @@ def outcome_from_materialization(metadata: dict) -> dict[str, object]:
         entry = metadata.get(key)
         return getattr(entry, "value", entry)
 
-    keys = ("outcome", "reason", "optimizer", "gate_verdict", "active_score", "candidate_score",
-            "lower_bound", "candidate_prompt_id", "lm_calls", "lm_tokens", "lm_model")
-    return {k: value(k) for k in keys if k in metadata} | (
-        {"optimizer_settings": json.loads(json.dumps(value("optimizer_settings")))} if "optimizer_settings" in metadata else {}
+    return {k: value(k) for k in M.READ_BACK if k in metadata} | (
+        {M.OPTIMIZER_SETTINGS: json.loads(json.dumps(value(M.OPTIMIZER_SETTINGS)))} if M.OPTIMIZER_SETTINGS in metadata else {}
     )

@@ -5,6 +5,8 @@
 
 import dagster as dg
 
+from bindu_pipelines.names import LANGUAGE_MODEL
+
 from .assets import candidate_prompt
 from .jobs import daily_training_schedule, training_job
 from .lm import LanguageModel
@@ -13,5 +15,5 @@ defs = dg.Definitions(
     assets=[candidate_prompt],
     jobs=[training_job],
     schedules=[daily_training_schedule],
-    resources={"language_model": LanguageModel()},
+    resources={LANGUAGE_MODEL: LanguageModel()},
 )

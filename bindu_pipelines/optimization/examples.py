@@ -56,3 +56,44 @@ def dataset_fingerprint(frame: pd.DataFrame) -> str:
         digest.update(line.encode())
         digest.update(b"\x1e")
     return digest.hexdigest()[:16]
+
+
+# A busy agent has thousands of rated tasks; the optimizer and the gate need a few hundred, and
+# every extra example costs LM calls (SIMBA scores each candidate on the whole training split).
+DEFAULT_MAX_TRAIN_EXAMPLES = 200
+DEFAULT_MAX_VALIDATION_EXAMPLES = 100
+SCORE_STRATA = 4
+
+
+def cap_split(frame: pd.DataFrame, split: str, limit: int, *, seed: int = 0, strata: int = SCORE_STRATA) -> tuple[pd.DataFrame, dict]:
+    """At most ``limit`` rows of ``split``, stratified by feedback score, chosen deterministically.
+
+    The rows are ranked by score and cut into ``strata`` equal bins (unscored rows form their own);
+    each bin keeps its share of ``limit`` (largest remainder), taking the rows whose content hash
+    (with ``seed``) comes first. Same frame and seed, same rows; the kept rows stay in frame order.
+    Returns the rows and what was done, for the run's details.
+    """
+    import hashlib
+
+    rows = frame[frame["split"] == split]
+    info = {"available": len(rows), "used": min(len(rows), limit), "limit": limit, "stratified_by": "feedback_score",
+            "strata": strata, "seed": seed}
+    if len(rows) <= limit:
+        return rows, info
+
+    def key(user_input: object, agent_output: object) -> str:
+        return hashlib.sha256(f"{seed}\x1f{user_input}\x1f{agent_output}".encode("utf-8", "surrogatepass")).hexdigest()
+
+    keys = [key(u, a) for u, a in zip(rows["user_input"], rows["agent_output"], strict=True)]
+    scores = [rating_of(value) for value in rows["feedback_score"]]
+    positions = list(range(len(rows)))
+    scored = sorted((p for p in positions if scores[p] is not None), key=lambda p: (scores[p], keys[p]))
+    bins = [scored[i * len(scored) // strata:(i + 1) * len(scored) // strata] for i in range(strata)]
+    bins.append([p for p in positions if scores[p] is None])
+    bins = [b for b in bins if b]
+    exact = [limit * len(b) / len(rows) for b in bins]
+    shares = [math.floor(x) for x in exact]
+    for i in sorted(range(len(bins)), key=lambda i: (shares[i] - exact[i], i))[: limit - sum(shares)]:
+        shares[i] += 1
+    kept = sorted(p for b, n in zip(bins, shares, strict=True) for p in sorted(b, key=lambda p: keys[p])[:n])
+    return rows.iloc[kept], info

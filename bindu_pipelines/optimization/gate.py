@@ -19,8 +19,9 @@ from typing import Any, Literal
 import dspy
 
 
-class EvaluationFailed(RuntimeError):
-    """Evaluation could not produce a trustworthy score (errors, or nothing but zeros)."""
+from bindu_pipelines.errors import EvaluationFailed
+
+__all__ = ["EvaluationFailed", "GateResult", "offline_gate", "score_program", "t_quantile"]
 
 
 def t_quantile(p: float, df: int) -> float:

@@ -3,19 +3,20 @@
 
 import dagster as dg
 
-from bindu_pipelines.launch import ensure_agent_partition
+from bindu_pipelines.errors import NO_LANGUAGE_MODEL
+from bindu_pipelines.names import CANDIDATE_PROMPT, DAILY_TRAINING_SCHEDULE, TRAINING_AGENT_TAG, TRAINING_JOB
+from bindu_pipelines.partitions import ensure_agent_partition
 from bindu_pipelines.resources import BinduDatabase
 
+from .lm import LanguageModel
 from .training import experiment_running
 
-TRAINING_JOB = "training_job"
-# dagster_home/dagster.yaml limits runs with this tag to one per value: one training run per agent.
-TRAINING_AGENT_TAG = "bindu/training-agent"
+__all__ = ["TRAINING_AGENT_TAG", "TRAINING_JOB", "daily_training_schedule", "training_job", "training_tags"]
 
 training_job = dg.define_asset_job(
     name=TRAINING_JOB,
-    selection=dg.AssetSelection.assets("candidate_prompt").upstream(),
-    description="Golden dataset and candidate prompt for one agent (tag runs with bindu/training-agent).",
+    selection=dg.AssetSelection.assets(CANDIDATE_PROMPT).upstream(),
+    description=f"Golden dataset and candidate prompt for one agent (tag runs with {TRAINING_AGENT_TAG}).",
 )
 
 
@@ -23,9 +24,14 @@ def training_tags(agent_id: str) -> dict[str, str]:
     return {TRAINING_AGENT_TAG: agent_id}
 
 
-@dg.schedule(job=training_job, cron_schedule="0 2 * * *", name="daily_training_schedule", execution_timezone="UTC")
-def daily_training_schedule(context: dg.ScheduleEvaluationContext, bindu_db: BinduDatabase):
-    """The seed's daily 2 AM training, for every agent with no experiment running."""
+@dg.schedule(job=training_job, cron_schedule="0 2 * * *", name=DAILY_TRAINING_SCHEDULE, execution_timezone="UTC")
+def daily_training_schedule(context: dg.ScheduleEvaluationContext, bindu_db: BinduDatabase, language_model: LanguageModel):
+    """The seed's daily 2 AM training, for every agent with no experiment running.
+
+    Without a named language model it starts nothing and says what to set (the offline demo
+    model is never a silent default)."""
+    if not language_model.is_configured():
+        return dg.SkipReason(NO_LANGUAGE_MODEL)
     store = bindu_db.store()
     requests, skipped = [], []
     for agent_id in store.list_agents():

@@ -34,8 +34,10 @@ from typing import Any
 from dspy.clients.engines.base import validate_request
 from dspy.lm15 import Message, Response, TextPart, Usage
 
+from bindu_pipelines.names import OFFLINE_MODEL
+
 from .adapter import DEMOS_HEADER
-from .lm import MeteredLM
+from .metering import MeteredLM
 from .text import (
     HouseStyle,
     content_words,
@@ -49,7 +51,6 @@ from .text import (
     words,
 )
 
-OFFLINE_MODEL = "bindu/offline-demo"
 LIKED_RATING = 0.5
 
 _FIELD_MARKER = re.compile(r"\[\[ ## (\w+) ## \]\]")

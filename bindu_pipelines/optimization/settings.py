@@ -2,8 +2,9 @@
 
 ``BINDU_LM`` is a LiteLLM model string (``openai/gpt-4o-mini``, ``ollama_chat/llama3.2``,
 ``openai/<name>`` for any OpenAI-compatible server such as vLLM or llama.cpp, with
-``BINDU_LM_API_BASE``). When it is unset the offline demo model ``bindu/offline-demo`` is used,
-and says so everywhere; it is never used when ``BINDU_LM`` is set.
+``BINDU_LM_API_BASE``). There is no default: training without a model stops with one line saying
+what to set. ``BINDU_LM=bindu/offline-demo`` names the rule-based offline demo model explicitly
+(the demo passes it per run); every candidate it writes is marked as the offline model's.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ class LanguageModelSettings(BaseSettings):
     # Per training run: the run fails with BudgetExhausted when either is reached.
     budget_calls: int = Field(default=10_000, gt=0)
     budget_tokens: int = Field(default=10_000_000, gt=0)
+    # Optional cap on the estimated cost in US dollars (LiteLLM's local cost map); unset: no cap.
+    budget_usd: float | None = Field(default=None, gt=0)
     num_threads: int = Field(default=4, ge=1, le=64)
 
     @field_validator("model", "api_base")

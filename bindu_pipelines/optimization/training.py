@@ -15,11 +15,19 @@ from typing import TYPE_CHECKING, Any, Literal
 import dspy
 
 from bindu_runtime import PromptStore
+from bindu_pipelines.errors import TrainingFailed
 from bindu_runtime.errors import ExperimentRunning, StaleTransition
 
-from .examples import dataset_fingerprint, examples_from_frame
+from .estimate import estimate_run
+from .examples import (
+    DEFAULT_MAX_TRAIN_EXAMPLES,
+    DEFAULT_MAX_VALIDATION_EXAMPLES,
+    cap_split,
+    dataset_fingerprint,
+    examples_from_frame,
+)
 from .gate import EvaluationFailed, GateResult, offline_gate, score_program
-from .lm import Budget, BudgetExhausted, LanguageModel, one_line
+from .metering import Budget, BudgetExhausted, one_line
 from .metric import JudgeMetric, ReplyMetric
 from .optimizers import MIN_TRAIN_EXAMPLES, OptimizerConfig, optimize, settings_for
 from .program import AgentProgram, deployable_prompt
@@ -27,14 +35,12 @@ from .program import AgentProgram, deployable_prompt
 if TYPE_CHECKING:
     import pandas as pd
 
+    from .lm import LanguageModel  # the Dagster resource; used here only through its methods
+
 MIN_VALIDATION_EXAMPLES = 2
 # More than this share of failed LM calls during optimization means the optimizer learned from
 # errors (SIMBA scores a failed call 0 and carries on), not from the model.
 MAX_FAILED_CALL_SHARE = 0.2
-
-
-class TrainingFailed(RuntimeError):
-    """The run could not produce a trustworthy candidate; the message is the one-line reason."""
 
 
 @dataclass(frozen=True)
@@ -105,11 +111,19 @@ def train_candidate(
     config: OptimizerConfig,
     confidence: float = 0.95,
     metric_name: str = "reply",
+    max_train_examples: int = DEFAULT_MAX_TRAIN_EXAMPLES,
+    max_validation_examples: int = DEFAULT_MAX_VALIDATION_EXAMPLES,
 ) -> TrainingOutcome:
     """Optimize the agent's active prompt on its golden dataset; start an experiment if it wins.
 
     ``metric_name``: "reply" (offline similarity to highly rated references, the default) or
-    "judge" (the run's language model rates each reply; costs one LM call per evaluation)."""
+    "judge" (the run's language model rates each reply; costs one LM call per evaluation).
+
+    The optimizer and the gate see at most ``max_train_examples`` / ``max_validation_examples``
+    rows (stratified by score, deterministic; recorded in the details). Before the first LM call
+    the run's calls, tokens and cost are estimated; over the budget, it is refused
+    (``EstimateOverBudget``). Without a named model it raises ``LanguageModelNotConfigured``."""
+    settings = language_model.configured()
     reason = experiment_running(store, agent_id)
     if reason:
         return TrainingOutcome(agent_id, "skipped", reason, config.name)
@@ -117,8 +131,10 @@ def train_candidate(
     if active is None:
         raise TrainingFailed(f"agent {agent_id!r} has no active prompt to optimize")
 
-    train = examples_from_frame(golden_dataset, "train")
-    validation = examples_from_frame(golden_dataset, "validation")
+    train_rows, train_cap = cap_split(golden_dataset, "train", max_train_examples, seed=config.seed)
+    validation_rows, validation_cap = cap_split(golden_dataset, "validation", max_validation_examples, seed=config.seed)
+    train = examples_from_frame(train_rows)
+    validation = examples_from_frame(validation_rows)
     if len(train) < MIN_TRAIN_EXAMPLES or len(validation) < MIN_VALIDATION_EXAMPLES:
         return TrainingOutcome(
             agent_id, "skipped",
@@ -127,7 +143,15 @@ def train_candidate(
             config.name, active.id, active.prompt_text,
         )
 
-    settings = language_model.settings()
+    used = [*train, *validation]
+    estimate = estimate_run(
+        settings, config, n_train=len(train), n_validation=len(validation), metric=metric_name,
+        prompt_chars=len(active.prompt_text),
+        input_chars=sum(len(ex.user_input) for ex in used) / len(used),
+        output_chars=sum(len(ex.agent_output) for ex in used) / len(used),
+        available_train=train_cap["available"], available_validation=validation_cap["available"],
+    )
+    estimate.refuse_if_over_budget()
     budget = language_model.new_budget()
     lm = language_model.build(budget)
     metric = ReplyMetric.from_examples(train) if metric_name == "reply" else JudgeMetric(judge_lm=lm)
@@ -168,7 +192,9 @@ def train_candidate(
             "fingerprint": dataset_fingerprint(golden_dataset),
             "train_examples": len(train),
             "validation_examples": len(validation),
+            "examples_used": {"train": train_cap, "validation": validation_cap},
         },
+        "estimate": estimate.as_dict(),
         "scores": {
             "active": round(gate.active_score, 4),
             "candidate": round(gate.candidate_score, 4),

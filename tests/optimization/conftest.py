@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from bindu_pipelines.optimization.assets import candidate_prompt
+from bindu_pipelines.names import OFFLINE_MODEL
 from bindu_pipelines.optimization.lm import LanguageModel
 from bindu_pipelines.partitions import agent_partitions
 from bindu_pipelines.resources import BinduDatabase
@@ -64,7 +65,7 @@ def materialize_candidate(
         instance=instance,
         resources={
             "bindu_db": BinduDatabase(url=url),
-            "language_model": language_model or LanguageModel(num_threads=1),
+            "language_model": language_model or LanguageModel(model=OFFLINE_MODEL, num_threads=1),
             "io_manager": dg.mem_io_manager,
         },
         run_config={"ops": {"candidate_prompt": {"config": {"optimizer": optimizer, **SMALL[optimizer], **config}}}},

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dspy
 import pytest
 
+from bindu_pipelines.names import OFFLINE_GATE_CHECK
 from bindu_pipelines.optimization.lm import LanguageModel
 from bindu_pipelines.optimization.offline_lm import OFFLINE_MODEL, OfflineLM
 from bindu_pipelines.optimization.program import AgentProgram
@@ -45,6 +46,16 @@ def test_optimizer_writes_a_candidate_that_passed_the_gate(optimizer, database, 
     assert details["lm"]["lm_model"] == OFFLINE_MODEL and details["lm"]["lm_offline"] is True
     assert details["scores"]["candidate"] > details["scores"]["active"]
     assert len(details["dataset"]["fingerprint"]) == 16 and details["usage"]["lm_calls"] == meta["lm_calls"]
+    # Marked as the offline model's work, in the stored details and in the materialization.
+    assert details["lm"]["offline_demo"] is True and meta["lm_offline_demo"] is True
+    assert details["dataset"]["examples_used"]["train"] == meta["examples_used"]["train"]
+    assert details["estimate"]["calls"] >= meta["lm_calls"]  # the estimate is an upper bound
+    # The gate as a check on candidate_prompt: passed, with both scores, as the asset decided.
+    [check] = result.get_asset_check_evaluations()
+    assert check.check_name == OFFLINE_GATE_CHECK and check.passed
+    check_meta = {k: getattr(v, "value", v) for k, v in check.metadata.items()}
+    assert check_meta["active_score"] == meta["active_score"] and check_meta["candidate_score"] == meta["candidate_score"]
+    assert check_meta["candidate_prompt_id"] == candidate.id
 
     # What the router serves is the stored text, and it is exactly the system message the agent sends.
     router = PromptRouter(url, agent_id=AGENT, default_prompt="unused default")
@@ -99,12 +110,29 @@ def test_too_little_data_is_skipped_not_failed(database, instance):
     assert store.get_candidate_prompt(AGENT) is None
 
 
-def test_budget_exhausted_fails_the_run_and_writes_nothing(database, instance):
+def test_a_run_estimated_over_its_budget_is_refused_before_any_lm_call(database, instance):
     url, store = database
     before = store.list_prompts(AGENT)
     result = materialize_candidate(
-        instance, url, golden_frame(), language_model=LanguageModel(num_threads=1, budget_calls=15)
+        instance, url, golden_frame(), language_model=LanguageModel(model=OFFLINE_MODEL, num_threads=1, budget_calls=15)
     )
     assert not result.success
-    assert "LM budget exhausted: 15 calls reached the cap of 15" in failure_reason(result)
+    reason = failure_reason(result)
+    assert "estimated run exceeds its budget:" in reason and "exceed BINDU_LM_BUDGET_CALLS=15" in reason
+    assert "\n" not in reason.split("Failure: ", 1)[-1].strip()
     assert store.list_prompts(AGENT) == before
+
+
+def test_the_optimizer_and_the_gate_see_at_most_the_configured_examples(database, instance):
+    url, store = database
+    result = materialize_candidate(instance, url, golden_frame(n_train=40, n_validation=20),
+                                   max_train_examples=10, max_validation_examples=6)
+    assert result.success
+    meta = candidate_metadata(result)
+    used = meta["examples_used"]
+    assert used["train"]["available"] == 40 and used["train"]["used"] == 10
+    assert used["validation"]["available"] == 20 and used["validation"]["used"] == 6
+    assert meta["validation_examples"] == 6 and meta["estimate"]["train_examples"] == 10
+    [check] = result.get_asset_check_evaluations()
+    # The check reports the asset's decision, whichever it was.
+    assert check.passed == (meta["outcome"] == "candidate_started")

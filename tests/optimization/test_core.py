@@ -11,7 +11,9 @@ from dspy.utils.exceptions import AdapterParseError
 from bindu_pipelines.optimization.adapter import DEMOS_HEADER, AgentReplyAdapter, render_system_prompt
 from bindu_pipelines.optimization.examples import examples_from_frame
 from bindu_pipelines.optimization.gate import EvaluationFailed, offline_gate, t_quantile
-from bindu_pipelines.optimization.lm import Budget, BudgetExhausted, LanguageModel
+from bindu_pipelines.errors import NO_LANGUAGE_MODEL, LanguageModelNotConfigured
+from bindu_pipelines.optimization.lm import Budget, BudgetExhausted, LanguageModel, offline_demo_resources_config
+from bindu_runtime.errors import ConfigurationError
 from bindu_pipelines.optimization.metric import ReplyMetric
 from bindu_pipelines.optimization.offline_lm import OFFLINE_MODEL, OfflineLM, structured_reply
 from bindu_pipelines.optimization.program import AgentProgram, AgentSignature, deployable_prompt
@@ -153,15 +155,31 @@ def test_budget_caps_tokens():
         lm("again")
 
 
-def test_offline_model_is_used_only_without_bindu_lm(monkeypatch):
-    assert LanguageModel().describe()["lm_model"] == OFFLINE_MODEL
+def test_the_offline_model_is_used_only_when_it_is_named(monkeypatch):
+    monkeypatch.delenv("BINDU_LM", raising=False)
+    monkeypatch.delenv("BINDU_LM_MODEL", raising=False)
+    for refusal in (lambda: LanguageModel().build(Budget()), lambda: LanguageModel().describe(),
+                    lambda: LanguageModel().configured()):
+        with pytest.raises(LanguageModelNotConfigured) as error:
+            refusal()
+        assert str(error.value) == NO_LANGUAGE_MODEL and "\n" not in str(error.value)
+    assert "set BINDU_LM" in NO_LANGUAGE_MODEL
+    assert isinstance(error.value, ConfigurationError)  # a CLI catching BinduError prints the line
+
+    monkeypatch.setenv("BINDU_LM", OFFLINE_MODEL)
     assert isinstance(LanguageModel().build(Budget()), OfflineLM)
+    assert LanguageModel().describe()["offline_demo"] is True
+    # The demo's way in: a per-run resource override, no environment change.
+    monkeypatch.delenv("BINDU_LM")
+    assert offline_demo_resources_config() == {"language_model": {"config": {"model": OFFLINE_MODEL}}}
+    assert isinstance(LanguageModel(model=OFFLINE_MODEL).build(Budget()), OfflineLM)
+
     monkeypatch.setenv("BINDU_LM", "openai/my-model")
     monkeypatch.setenv("BINDU_LM_API_KEY", "sk-secret-value")
     resource = LanguageModel()
     lm = resource.build(Budget())
     assert not isinstance(lm, OfflineLM) and lm.model == "openai/my-model"
-    assert resource.describe()["lm_offline"] is False
+    assert resource.describe()["lm_offline"] is False and resource.describe()["offline_demo"] is False
     assert "sk-secret-value" not in json.dumps(resource.describe()) + json.dumps(lm.dump_state(), default=str)
 
 

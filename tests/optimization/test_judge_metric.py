@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bindu_pipelines.names import OFFLINE_MODEL
 from bindu_pipelines.optimization.lm import LanguageModel
 from tests.optimization.conftest import AGENT, candidate_metadata, materialize_candidate
 from tests.optimization.golden_frames import golden_frame
@@ -14,7 +15,7 @@ def test_judge_metric_scores_with_the_language_model(database, instance):
     store.rollback(AGENT, candidate_id=store.get_candidate_prompt(AGENT).id)
 
     judged = materialize_candidate(instance, url, golden_frame(), optimizer="simba", metric="judge",
-                                   language_model=LanguageModel(num_threads=1))
+                                   language_model=LanguageModel(model=OFFLINE_MODEL, num_threads=1))
     assert judged.success
     meta = candidate_metadata(judged)
     # Every evaluation now asks the model for a verdict: many more calls for the same optimizer budget.
