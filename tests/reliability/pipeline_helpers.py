@@ -14,6 +14,7 @@ from sqlalchemy import event
 from bindu_pipelines.golden_dataset.assets import ASSET_NAMES, golden_dataset_assets, golden_dataset_run_config
 from bindu_pipelines.io_managers import ParquetIOManager
 from bindu_pipelines.optimization.assets import candidate_prompt
+from bindu_pipelines.names import OFFLINE_MODEL
 from bindu_pipelines.optimization.lm import LanguageModel
 from bindu_pipelines.resources import BinduDatabase
 from bindu_runtime.schema import agent_prompts, prompt_events, task_feedback, tasks
@@ -94,7 +95,7 @@ def materialize_training(
         partition_key=agent,
         instance=instance,
         resources={"bindu_db": BinduDatabase(url=url, connect_timeout=2), "io_manager": dg.mem_io_manager,
-                   "language_model": language_model or LanguageModel(num_threads=1)},
+                   "language_model": language_model or LanguageModel(model=OFFLINE_MODEL, num_threads=1)},
         run_config={"ops": {"candidate_prompt": {"config": SMALL_SIMBA}}},
         raise_on_error=False,
     )
