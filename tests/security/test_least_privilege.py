@@ -84,6 +84,7 @@ def test_pipelines_role_trains_and_runs_the_canary_but_cannot_rewrite_history(ro
     seed_demo_data(owner, agents=1, tasks_per_agent=80, seed=3)
     pipelines_url = make("bindu_pipelines")
     monkeypatch.setenv("BINDU_DATABASE_URL", pipelines_url)
+    monkeypatch.setenv("BINDU_LM", "bindu/offline-demo")  # the operator names the offline model explicitly
     result = launch_training("support-bot", instance=dg.DagsterInstance.ephemeral(), quiet=True, max_steps=1)
     assert result.outcome == "candidate_started", result.reason
     pipelines_engine = make_engine(pipelines_url)
