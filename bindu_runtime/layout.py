@@ -16,8 +16,11 @@ from __future__ import annotations
 import hashlib
 import re
 import weakref
+from dataclasses import dataclass
 
 import sqlalchemy as sa
+
+from .errors import ConfigurationError
 
 # PostgreSQL truncates identifiers to 63 bytes; Bindu keeps 54 characters, "_" and 8 hex digits.
 _MAX_SCHEMA_LENGTH = 63
@@ -26,6 +29,8 @@ _KEPT_PREFIX_LENGTH = _MAX_SCHEMA_LENGTH - 1 - _HASH_DIGITS
 _OUTSIDE_SCHEMA_ALPHABET = re.compile(r"[^a-z0-9_]")
 
 PUBLIC_SCHEMA = "public"
+# Every sanitised DID starts with "did_" (a DID starts with "did:"; the hash keeps the first 54 chars).
+DID_SCHEMA_PREFIX = "did_"
 # The shared namespace of an engine (see shared_schema), by dialect instance: every engine has a
 # dialect of its own, and its connections and execution_options() copies share it.
 _SHARED_SCHEMA_BY_DIALECT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -114,9 +119,15 @@ def for_agent(engine: sa.Engine, agent_id: str) -> sa.Engine:
     """The engine with every Core statement on the shared ``bindu_runtime.schema`` tables rendered
     in the agent's schema (``"schema".tasks``). SQLite is returned unchanged.
 
-    The returned engine shares the original's pool; it is cheap to make, so callers need not cache it.
+    The translate map applies to ``sa.Table`` objects (not to ``sa.table()`` clauses or text SQL:
+    use :func:`qualified_table` there). The returned engine shares the original's pool; it is cheap
+    to make, so callers need not cache it.
     """
-    schema = schema_of(engine, agent_id)
+    return for_schema(engine, schema_of(engine, agent_id))
+
+
+def for_schema(engine: sa.Engine, schema: str | None) -> sa.Engine:
+    """The engine with Core statements rendered in ``schema``; unchanged for ``None`` (SQLite)."""
     if schema is None:
         return engine
     return engine.execution_options(schema_translate_map={None: schema})
@@ -167,3 +178,63 @@ def owns_namespace(connection: sa.Connection, agent_id: str, *, assume_single_ag
     if schema is not None and is_did(agent_id):
         return known <= {agent_id}
     return known == {agent_id}
+
+
+class SchemaNotFound(ConfigurationError):
+    """The agent's schema is not in the database (wrong DID, or the agent never started)."""
+
+
+class NotABinduSchema(ConfigurationError):
+    """A namespace lacks a table Bindu creates (``task_feedback``, or ``tasks`` in a DID schema)."""
+
+
+def is_did_schema(schema: str) -> bool:
+    """Whether a schema name is one Bindu's rule gives a DID."""
+    return schema.startswith(DID_SCHEMA_PREFIX)
+
+
+@dataclass(frozen=True, slots=True)
+class Namespace:
+    """One agent namespace: a DID schema, the shared schema, or SQLite's single one (``None``),
+    with the tables of interest it holds and the current role may read."""
+
+    schema: str | None
+    tables: frozenset[str]
+
+    @property
+    def has_bindu_tables(self) -> bool:
+        return "tasks" in self.tables
+
+
+_NAMESPACE_TABLES = ("tasks", "task_feedback", "agent_prompts", "prompt_events", "registered_agents")
+
+
+def namespaces(connection: sa.Connection) -> list[Namespace]:
+    """Every namespace that may hold an agent: on PostgreSQL each DID schema and the shared one,
+    with the tables of ours and Bindu's that each holds, listed only where the current role may
+    use the schema and read the table (a role limited to one agent sees that agent alone)."""
+    if connection.dialect.name == "sqlite":
+        present = set(sa.inspect(connection).get_table_names())
+        return [Namespace(None, frozenset(present.intersection(_NAMESPACE_TABLES)))]
+    rows = connection.execute(
+        sa.text(
+            """
+            SELECT n.nspname AS schema, array_agg(c.relname::text) AS tables
+              FROM pg_namespace n
+              JOIN pg_class c ON c.relnamespace = n.oid AND c.relkind IN ('r', 'p')
+             WHERE (n.nspname LIKE 'did\\_%' OR n.nspname = :shared)
+               AND c.relname = ANY(:tables)
+               AND has_schema_privilege(n.oid, 'USAGE')
+               AND has_any_column_privilege(c.oid, 'SELECT')
+             GROUP BY n.nspname
+             ORDER BY n.nspname
+            """
+        ),
+        {"shared": shared_schema(connection), "tables": list(_NAMESPACE_TABLES)},
+    ).all()
+    return [Namespace(row.schema, frozenset(row.tables)) for row in rows]
+
+
+def bindu_namespaces(connection: sa.Connection) -> list[Namespace]:
+    """The namespaces holding Bindu's ``tasks``: what ``db upgrade`` upgrades."""
+    return [namespace for namespace in namespaces(connection) if namespace.has_bindu_tables]

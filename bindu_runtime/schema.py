@@ -1,7 +1,12 @@
-"""The tables, on SQLite and PostgreSQL alike.
+"""The tables, on SQLite and PostgreSQL alike, in each agent's namespace.
 
 ``tasks`` and ``task_feedback`` are Bindu's own tables, column for column: we read them as Bindu
-writes them and add only ``tasks.prompt_id``. ``agent_prompts`` and ``prompt_events`` are ours.
+writes them and add only ``tasks.prompt_id`` and ``tasks.prompt_unit`` (nullable) and their one
+index. ``agent_prompts``, ``prompt_events`` and ``registered_agents`` are ours.
+
+The tables are defined without a schema; every statement runs through
+``bindu_runtime.layout.for_agent`` so it names the agent's schema (a Bindu DID's own schema, or the
+shared ``public`` one) explicitly. ``upgrade`` puts our tables into every Bindu agent schema.
 
 Invariants the database enforces (not the code that happens to write today):
 - at most one ``active`` and one ``candidate`` prompt per agent (partial unique indexes);
@@ -17,6 +22,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
+from . import layout
 from .db import is_sqlite, write_transaction
 
 metadata = sa.MetaData()
@@ -36,6 +42,7 @@ tasks = sa.Table(
     metadata,
     sa.Column("id", sa.Uuid(), primary_key=True),
     sa.Column("context_id", sa.Uuid(), nullable=False),
+    sa.Column("owner_did", sa.String(255), nullable=True),
     sa.Column("kind", sa.String(50), nullable=False, server_default="task"),
     sa.Column("state", sa.String(50), nullable=False),
     sa.Column("state_timestamp", Timestamp, nullable=False),
@@ -43,12 +50,15 @@ tasks = sa.Table(
     sa.Column("artifacts", JSONType, nullable=True),
     sa.Column("metadata", JSONType, nullable=True, key="metadata_"),
     sa.Column("prompt_id", sa.String(64), nullable=True),
+    # The randomisation unit of a stamped task: a hash of the router key (bindu_runtime.router.unit_of),
+    # NULL when the task was stamped without a key (then the task is its own unit).
+    sa.Column("prompt_unit", sa.String(64), nullable=True),
     sa.Column("created_at", Timestamp, nullable=False, server_default=sa.func.now()),
     sa.Column("updated_at", Timestamp, nullable=False, server_default=sa.func.now()),
     # prompt_id's one index. Leading with prompt_id it serves every lookup by prompt; with created_at
-    # (and id, on PostgreSQL) the canary's "this prompt's tasks since the experiment began" is an
-    # index-only range scan instead of a read of the prompt's whole history.
-    sa.Index("ix_tasks_prompt_id", "prompt_id", "created_at", postgresql_include=["id"]),
+    # (and id and prompt_unit, on PostgreSQL) the canary's "this prompt's tasks and units since the
+    # experiment began" is an index-only range scan instead of a read of the prompt's whole history.
+    sa.Index("ix_tasks_prompt_id", "prompt_id", "created_at", postgresql_include=["id", "prompt_unit"]),
 )
 
 task_feedback = sa.Table(
@@ -122,9 +132,26 @@ prompt_events = sa.Table(
     sa.Index("ix_prompt_events_agent_created", "agent_id", "created_at"),
 )
 
-_POSTGRES_TRIGGERS = [
-    """
-    CREATE OR REPLACE FUNCTION bindu_check_agent_traffic() RETURNS trigger AS $$
+# The agents whose tables live in this namespace, named by `db upgrade --agent ID` before any prompt
+# exists: a DID cannot be read back from its schema name (the rule lowercases, replaces and hashes),
+# so discovery reads agent ids from here and from agent_prompts.
+registered_agents = sa.Table(
+    "registered_agents",
+    metadata,
+    sa.Column("agent_id", sa.String(200), primary_key=True),
+    sa.Column("registered_at", Timestamp, nullable=False, server_default=sa.func.now()),
+)
+
+OUR_TABLES = ("agent_prompts", "prompt_events", "registered_agents")
+BINDU_TABLES = ("tasks", "task_feedback")
+
+def _postgres_triggers(quoted: str) -> list[str]:
+    """The PostgreSQL trigger functions and triggers of one schema (``quoted``: its quoted name),
+    every name qualified: the function lives beside its table (a role limited to the schema can
+    run it), and its body names the table explicitly instead of trusting the search_path."""
+    return [
+        f"""
+    CREATE OR REPLACE FUNCTION {quoted}.bindu_check_agent_traffic() RETURNS trigger AS $$
     DECLARE
         agent text := COALESCE(NEW.agent_id, OLD.agent_id);
         serving_total numeric;
@@ -135,7 +162,7 @@ _POSTGRES_TRIGGERS = [
                COUNT(*) FILTER (WHERE status = 'active'),
                COUNT(*) FILTER (WHERE status = 'candidate')
           INTO serving_total, actives, candidates
-          FROM agent_prompts
+          FROM {quoted}.agent_prompts
          WHERE agent_id = agent AND status IN ('active', 'candidate');
         IF candidates > 0 AND actives = 0 THEN
             RAISE EXCEPTION 'agent %: a candidate prompt needs an active prompt', agent
@@ -149,26 +176,27 @@ _POSTGRES_TRIGGERS = [
     END;
     $$ LANGUAGE plpgsql
     """,
-    "DROP TRIGGER IF EXISTS agent_prompts_traffic_sums_to_one ON agent_prompts",
-    """
+        f"DROP TRIGGER IF EXISTS agent_prompts_traffic_sums_to_one ON {quoted}.agent_prompts",
+        f"""
     CREATE CONSTRAINT TRIGGER agent_prompts_traffic_sums_to_one
-        AFTER INSERT OR UPDATE OR DELETE ON agent_prompts
+        AFTER INSERT OR UPDATE OR DELETE ON {quoted}.agent_prompts
         DEFERRABLE INITIALLY DEFERRED
-        FOR EACH ROW EXECUTE FUNCTION bindu_check_agent_traffic()
+        FOR EACH ROW EXECUTE FUNCTION {quoted}.bindu_check_agent_traffic()
     """,
-    """
-    CREATE OR REPLACE FUNCTION bindu_prompt_events_append_only() RETURNS trigger AS $$
+        f"""
+    CREATE OR REPLACE FUNCTION {quoted}.bindu_prompt_events_append_only() RETURNS trigger AS $$
     BEGIN
         RAISE EXCEPTION 'prompt_events is append-only' USING ERRCODE = 'insufficient_privilege';
     END;
     $$ LANGUAGE plpgsql
     """,
-    "DROP TRIGGER IF EXISTS prompt_events_append_only ON prompt_events",
-    """
-    CREATE TRIGGER prompt_events_append_only BEFORE UPDATE OR DELETE ON prompt_events
-        FOR EACH ROW EXECUTE FUNCTION bindu_prompt_events_append_only()
+        f"DROP TRIGGER IF EXISTS prompt_events_append_only ON {quoted}.prompt_events",
+        f"""
+    CREATE TRIGGER prompt_events_append_only BEFORE UPDATE OR DELETE ON {quoted}.prompt_events
+        FOR EACH ROW EXECUTE FUNCTION {quoted}.bindu_prompt_events_append_only()
     """,
-]
+    ]
+
 
 _SQLITE_TRIGGERS = [
     """
@@ -185,31 +213,89 @@ _SQLITE_TRIGGERS = [
 _UPGRADE_LOCK_KEY = 0x62696E6475
 
 
-def upgrade(engine: sa.Engine) -> list[str]:
-    """Create or migrate our tables; safe to run any number of times, concurrently.
+def upgrade(engine: sa.Engine, agent_id: str | None = None) -> list[str]:
+    """Create or migrate our tables in every Bindu agent namespace; safe to run any number of
+    times, concurrently. Returns what was changed (empty when everything was up to date).
 
-    On a database where Bindu already created ``tasks`` without ``prompt_id``, only that column
-    and its index are added: nothing else of Bindu's is touched. Returns what was changed.
+    On PostgreSQL, without ``agent_id``, every schema holding Bindu's ``tasks`` is upgraded: each
+    DID schema (``did_…``) and the shared one (``public``) when Bindu's tables are there. A database
+    without any Bindu tables gets all four tables in the shared schema (a fresh single-tenant or demo
+    database). With ``agent_id`` only that agent's schema is upgraded, and the agent is recorded in
+    its ``registered_agents`` so discovery finds it before its first prompt. SQLite has one namespace.
+
+    Where Bindu created ``tasks``, only ``prompt_id``, ``prompt_unit`` and their index are added:
+    nothing else of Bindu's is touched. Raises ``layout.SchemaNotFound`` for an agent whose schema
+    does not exist, ``layout.NotABinduSchema`` for a schema with ``tasks`` but no ``task_feedback``.
     """
+    if is_sqlite(engine):
+        targets: list[str | None] = [None]
+    elif agent_id is not None:
+        targets = [layout.schema_of(engine, agent_id)]
+    else:
+        with engine.connect() as connection:
+            targets = [namespace.schema for namespace in layout.bindu_namespaces(connection)]
+        targets = targets or [layout.shared_schema(engine)]
     changes: list[str] = []
-    with write_transaction(engine) as connection:
-        if not is_sqlite(engine):
-            connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _UPGRADE_LOCK_KEY})
-        inspector = sa.inspect(connection)
-        existing = set(inspector.get_table_names())
-        for table in metadata.sorted_tables:
-            if table.name not in existing:
-                table.create(connection)
-                changes.append(f"created table {table.name}")
-        if "tasks" in existing:
-            columns = {column["name"] for column in inspector.get_columns("tasks")}
-            if "prompt_id" not in columns:
-                connection.execute(sa.text("ALTER TABLE tasks ADD COLUMN prompt_id VARCHAR(64)"))
-                changes.append("added column tasks.prompt_id")
-            indexes = {index["name"] for index in inspector.get_indexes("tasks")}
-            if "ix_tasks_prompt_id" not in indexes:
-                next(index for index in tasks.indexes if index.name == "ix_tasks_prompt_id").create(connection)
-                changes.append("created index ix_tasks_prompt_id")
-        for statement in _SQLITE_TRIGGERS if is_sqlite(engine) else _POSTGRES_TRIGGERS:
-            connection.execute(sa.text(statement))
+    for schema in targets:
+        with write_transaction(engine) as connection:
+            if schema is not None:
+                # Serialises concurrent upgrades; held to the end of this schema's transaction.
+                connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _UPGRADE_LOCK_KEY})
+            changes += _upgrade_namespace(connection, schema, agent_id=agent_id)
     return changes
+
+
+def _upgrade_namespace(connection: sa.Connection, schema: str | None, *, agent_id: str | None) -> list[str]:
+    """Upgrade one namespace inside the caller's transaction."""
+    inspector = sa.inspect(connection)
+    where = "" if schema is None else f"schema {schema}: "
+    if schema is not None and not inspector.has_schema(schema):
+        raise layout.SchemaNotFound(
+            f"no schema {schema!r} for agent {agent_id!r} in this database "
+            "(a Bindu agent creates it when it first starts with PostgreSQL storage)"
+        )
+    existing = set(inspector.get_table_names(schema=schema))
+    if "tasks" in existing and "task_feedback" not in existing:
+        raise layout.NotABinduSchema(
+            f"{where or 'database: '}it has Bindu's tasks table but no task_feedback "
+            "(a Bindu older than its feedback support, or not a Bindu database); nothing was changed"
+        )
+    if "tasks" not in existing and schema is not None and layout.is_did_schema(schema):
+        raise layout.NotABinduSchema(
+            f"schema {schema!r} holds no Bindu tasks table yet: start the Bindu agent once, then run db upgrade"
+        )
+    scoped = connection.execution_options(schema_translate_map={None: schema}) if schema is not None else connection
+    changes: list[str] = []
+    for table in metadata.sorted_tables:
+        if table.name not in existing:
+            table.create(scoped)
+            changes.append(f"{where}created table {table.name}")
+    if "tasks" in existing:
+        columns = {column["name"] for column in inspector.get_columns("tasks", schema=schema)}
+        qualified_tasks = layout.qualified_name(connection, schema, "tasks")
+        for column in ("prompt_id", "prompt_unit"):
+            if column not in columns:
+                connection.execute(sa.text(f"ALTER TABLE {qualified_tasks} ADD COLUMN {column} VARCHAR(64)"))
+                changes.append(f"{where}added column tasks.{column}")
+        indexes = {index["name"] for index in inspector.get_indexes("tasks", schema=schema)}
+        if "ix_tasks_prompt_id" not in indexes:
+            next(index for index in tasks.indexes if index.name == "ix_tasks_prompt_id").create(scoped)
+            changes.append(f"{where}created index ix_tasks_prompt_id")
+    statements = _SQLITE_TRIGGERS if schema is None else _postgres_triggers(layout.quote_identifier(connection, schema))
+    for statement in statements:
+        connection.execute(sa.text(statement))
+    if agent_id is not None:
+        if _register(scoped, agent_id):
+            changes.append(f"{where}registered agent {agent_id}")
+    return changes
+
+
+def _register(connection: sa.Connection, agent_id: str) -> bool:
+    """Record the agent in its namespace's registered_agents; False when it already was."""
+    exists = connection.execute(
+        sa.select(registered_agents.c.agent_id).where(registered_agents.c.agent_id == agent_id)
+    ).first()
+    if exists:
+        return False
+    connection.execute(registered_agents.insert().values(agent_id=agent_id))
+    return True

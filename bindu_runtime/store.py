@@ -19,6 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
+from . import layout
 from .db import write_transaction
 from .errors import (
     ExperimentRunning,
@@ -27,7 +28,7 @@ from .errors import (
     NoExperiment,
     StaleTransition,
 )
-from .schema import PROMPT_STATUSES, SERVING_STATUSES, agent_prompts, prompt_events
+from .schema import PROMPT_STATUSES, SERVING_STATUSES, agent_prompts, prompt_events, registered_agents
 
 TRAFFIC_QUANTUM = Decimal("0.0001")
 FULL_TRAFFIC = Decimal("1.0000")
@@ -125,14 +126,37 @@ def _jsonable(value: Any) -> Any:
 
 
 class PromptStore:
-    def __init__(self, engine: sa.Engine, *, clock: Callable[[], datetime] = _utcnow):
+    """Prompts of every agent in the database, each read and written in its agent's namespace
+    (``bindu_runtime.layout``): the DID's own schema on PostgreSQL, the shared one for other ids.
+
+    ``agent_id`` binds the store to one agent: the calls that name only a prompt id
+    (``get_prompt``, ``update_prompt_traffic``, ``update_prompt_status``) then look in that agent's
+    namespace alone, which is all a role limited to that schema may read. Unbound, they look in
+    every namespace the role can read (prompt ids are UUIDs, unique across them).
+    """
+
+    def __init__(self, engine: sa.Engine, *, agent_id: str | None = None, clock: Callable[[], datetime] = _utcnow):
         self.engine = engine
+        self.agent_id = agent_id
         self._clock = clock
+
+    def _scoped(self, agent_id: str) -> sa.Engine:
+        """The engine whose statements name ``agent_id``'s schema."""
+        return layout.for_agent(self.engine, agent_id)
+
+    def _prompt_namespaces(self, agent_id: str | None) -> list[sa.Engine]:
+        """Where a prompt of ``agent_id`` (or of the bound agent, or of anyone) may be."""
+        agent_id = agent_id or self.agent_id
+        if agent_id is not None:
+            return [self._scoped(agent_id)]
+        with self.engine.connect() as connection:
+            found = [namespace.schema for namespace in layout.namespaces(connection) if "agent_prompts" in namespace.tables]
+        return [layout.for_schema(self.engine, schema) for schema in found]
 
     # ------------------------------------------------------------------ reads
 
     def serving_state(self, agent_id: str) -> ServingState:
-        with self.engine.connect() as connection:
+        with self._scoped(agent_id).connect() as connection:
             return self._serving(connection, agent_id, lock=False)
 
     def get_active_prompt(self, agent_id: str) -> Prompt | None:
@@ -141,12 +165,15 @@ class PromptStore:
     def get_candidate_prompt(self, agent_id: str) -> Prompt | None:
         return self.serving_state(agent_id).candidate
 
-    def get_prompt(self, prompt_id: str) -> Prompt | None:
-        with self.engine.connect() as connection:
-            row = connection.execute(
-                sa.select(agent_prompts).where(agent_prompts.c.id == prompt_id)
-            ).mappings().first()
-        return Prompt.from_row(row) if row else None
+    def get_prompt(self, prompt_id: str, agent_id: str | None = None) -> Prompt | None:
+        """The prompt with this id: in ``agent_id``'s namespace, the bound agent's, or any."""
+        query = sa.select(agent_prompts).where(agent_prompts.c.id == prompt_id)
+        for scoped in self._prompt_namespaces(agent_id):
+            with scoped.connect() as connection:
+                row = connection.execute(query).mappings().first()
+            if row:
+                return Prompt.from_row(row)
+        return None
 
     def list_prompts(self, agent_id: str) -> list[Prompt]:
         query = (
@@ -154,13 +181,22 @@ class PromptStore:
             .where(agent_prompts.c.agent_id == agent_id)
             .order_by(agent_prompts.c.created_at.desc(), agent_prompts.c.id)
         )
-        with self.engine.connect() as connection:
+        with self._scoped(agent_id).connect() as connection:
             return [Prompt.from_row(row) for row in connection.execute(query).mappings()]
 
     def list_agents(self) -> list[str]:
-        query = sa.select(agent_prompts.c.agent_id).distinct().order_by(agent_prompts.c.agent_id)
+        """Every agent of the database, across its namespaces: the ids with prompts, and those
+        recorded by ``db upgrade --agent`` before their first prompt. An id is listed only from the
+        namespace it maps to, so each listed agent is one ``for_agent`` reaches."""
+        agents: set[str] = set()
         with self.engine.connect() as connection:
-            return list(connection.execute(query).scalars())
+            for namespace in layout.namespaces(connection):
+                scoped = connection.execution_options(schema_translate_map={None: namespace.schema}) if namespace.schema else connection
+                for table in (agent_prompts, registered_agents):
+                    if table.name in namespace.tables:
+                        ids = scoped.execute(sa.select(table.c.agent_id).distinct()).scalars()
+                        agents.update(agent for agent in ids if layout.schema_of(connection, agent) == namespace.schema)
+        return sorted(agents)
 
     def list_events(self, agent_id: str) -> list[dict[str, Any]]:
         query = (
@@ -168,7 +204,7 @@ class PromptStore:
             .where(prompt_events.c.agent_id == agent_id)
             .order_by(prompt_events.c.id)
         )
-        with self.engine.connect() as connection:
+        with self._scoped(agent_id).connect() as connection:
             rows = connection.execute(query).mappings().all()
         return [{**row, "created_at": as_utc(row["created_at"])} for row in rows]
 
@@ -181,7 +217,7 @@ class PromptStore:
             prompt_events.c.prompt_id == candidate.id,
             prompt_events.c.event == "start_experiment",
         )
-        with self.engine.connect() as connection:
+        with self._scoped(agent_id).connect() as connection:
             started = connection.execute(query).scalar()
         return as_utc(started) or candidate.created_at
 
@@ -192,7 +228,7 @@ class PromptStore:
         active prompt as it is. Concurrent bootstraps create one row."""
         _require_text(prompt_text)
         try:
-            with write_transaction(self.engine) as connection:
+            with write_transaction(self._scoped(agent_id)) as connection:
                 state = self._serving(connection, agent_id, lock=True)
                 if state.active is not None:
                     return state.active
@@ -228,7 +264,7 @@ class PromptStore:
         if not (NO_TRAFFIC < share < FULL_TRAFFIC):
             raise InvariantViolation("a new candidate needs a traffic share strictly between 0 and 1")
         try:
-            with write_transaction(self.engine) as connection:
+            with write_transaction(self._scoped(agent_id)) as connection:
                 state = self._serving(connection, agent_id, lock=True)
                 if state.active is None:
                     raise NoActivePrompt(f"agent {agent_id!r} has no active prompt to experiment against")
@@ -275,7 +311,7 @@ class PromptStore:
             return self.promote(agent_id, candidate_id=candidate_id, expected_traffic=expected, statistics=statistics)
         if target == NO_TRAFFIC:
             return self.rollback(agent_id, candidate_id=candidate_id, expected_traffic=expected, statistics=statistics)
-        with write_transaction(self.engine) as connection:
+        with write_transaction(self._scoped(agent_id)) as connection:
             state = self._locked_experiment(connection, agent_id, candidate_id, expected)
             self._update(connection, state.active, "active", FULL_TRAFFIC - target, event="step", statistics=statistics)
             self._update(connection, state.candidate, "candidate", target, event="step", statistics=statistics)
@@ -308,7 +344,7 @@ class PromptStore:
         """End the experiment: the winner serves 100 % as the active prompt, the loser is archived."""
         expected = None if expected_traffic is None else as_traffic(expected_traffic)
         event = "promote" if candidate_wins else "rollback"
-        with write_transaction(self.engine) as connection:
+        with write_transaction(self._scoped(agent_id)) as connection:
             state = self._locked_experiment(connection, agent_id, candidate_id, expected)
             winner, loser = (state.candidate, state.active) if candidate_wins else (state.active, state.candidate)
             # Archive first: the one-active index is checked statement by statement.
@@ -345,7 +381,7 @@ class PromptStore:
             if traffic is not None and as_traffic(traffic) != NO_TRAFFIC:
                 raise InvariantViolation(f"a {status} prompt carries no traffic")
             _require_text(prompt_text)
-            with write_transaction(self.engine) as connection:
+            with write_transaction(self._scoped(agent_id)) as connection:
                 prompt = self._insert(
                     connection, agent_id, prompt_text, status, NO_TRAFFIC,
                     source=source, parent_id=None, details=details, event="archive", statistics=None,

@@ -6,26 +6,16 @@ import subprocess
 import sys
 import uuid
 
+import pytest
 import sqlalchemy as sa
 
-from bindu_runtime import make_engine, upgrade
+from bindu_runtime import layout, make_engine, upgrade
 from bindu_runtime.config import normalize_database_url, resolve_database_url
+from tests.storage.bindu_tables import create_bindu_tables, bindu_task
 
-# Bindu's tasks table as Bindu creates it, before the DSPy integration (no prompt_id).
-BINDU_TASKS_DDL = """
-CREATE TABLE tasks (
-    id {uuid} PRIMARY KEY,
-    context_id {uuid} NOT NULL,
-    kind VARCHAR(50) NOT NULL DEFAULT 'task',
-    state VARCHAR(50) NOT NULL,
-    state_timestamp TIMESTAMP WITH TIME ZONE NOT NULL,
-    history {json} NOT NULL,
-    artifacts {json},
-    metadata {json},
-    created_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT CURRENT_TIMESTAMP,
-    updated_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT CURRENT_TIMESTAMP
-)
-"""
+def without_namespace(changes):
+    """The changes without their "schema …: " prefix (PostgreSQL names the schema of each)."""
+    return {change.split(": ", 1)[-1] for change in changes}
 
 
 def columns(engine, table):
@@ -35,7 +25,7 @@ def columns(engine, table):
 def test_upgrade_twice_changes_nothing_the_second_time(db_url):
     engine = make_engine(db_url)
     first = upgrade(engine)
-    assert {"created table tasks", "created table task_feedback", "created table agent_prompts", "created table prompt_events"} <= set(first)
+    assert {"created table tasks", "created table task_feedback", "created table agent_prompts", "created table prompt_events"} <= without_namespace(first)
     assert upgrade(engine) == []
     assert set(sa.inspect(engine).get_table_names()) >= {"tasks", "task_feedback", "agent_prompts", "prompt_events"}
     engine.dispose()
@@ -44,28 +34,32 @@ def test_upgrade_twice_changes_nothing_the_second_time(db_url):
 def test_upgrade_on_binds_existing_tasks_table_adds_only_prompt_id(db_url):
     engine = make_engine(db_url)
     postgres = engine.dialect.name == "postgresql"
-    task_id = uuid.uuid4()
-    with engine.begin() as connection:
-        connection.exec_driver_sql(BINDU_TASKS_DDL.format(uuid="UUID" if postgres else "CHAR(32)", json="JSONB" if postgres else "JSON"))
-        connection.execute(
-            sa.text(
-                "INSERT INTO tasks (id, context_id, state, state_timestamp, history, metadata) "
-                "VALUES (:id, :ctx, 'completed', CURRENT_TIMESTAMP, :history, :metadata)"
-            ),
-            {"id": str(task_id) if postgres else task_id.hex, "ctx": str(uuid.uuid4()) if postgres else uuid.uuid4().hex,
-             "history": '[{"role": "user", "parts": []}]', "metadata": '{"bindu": true}'},
-        )
+    shared = layout.shared_schema(engine) if postgres else None
+    create_bindu_tables(engine, shared)
+    bindu_task(engine, "legacy-agent")
     before = columns(engine, "tasks")
     changes = upgrade(engine)
     after = columns(engine, "tasks")
-    assert "added column tasks.prompt_id" in changes and "created index ix_tasks_prompt_id" in changes
+    changes = without_namespace(changes)
+    assert {"added column tasks.prompt_id", "added column tasks.prompt_unit", "created index ix_tasks_prompt_id"} <= changes
     assert "created table tasks" not in changes
-    assert {name: kind for name, kind in after.items() if name != "prompt_id"} == before
+    assert {name: kind for name, kind in after.items() if name not in ("prompt_id", "prompt_unit")} == before
     assert "ix_tasks_prompt_id" in {index["name"] for index in sa.inspect(engine).get_indexes("tasks")}
     with engine.connect() as connection:
-        row = connection.execute(sa.text("SELECT state, metadata, prompt_id FROM tasks")).one()
-    assert row.state == "completed" and row.prompt_id is None
+        row = connection.execute(sa.text("SELECT state, metadata, prompt_id, prompt_unit FROM tasks")).one()
+    assert row.state == "completed" and row.prompt_id is None and row.prompt_unit is None
     assert upgrade(engine) == []
+    engine.dispose()
+
+
+def test_a_bindu_database_without_task_feedback_is_refused_untouched(db_url):
+    engine = make_engine(db_url)
+    create_bindu_tables(engine, layout.shared_schema(engine) if engine.dialect.name == "postgresql" else None, with_feedback=False)
+    before = set(sa.inspect(engine).get_table_names())
+    with pytest.raises(layout.NotABinduSchema, match="no task_feedback"):
+        upgrade(engine)
+    assert set(sa.inspect(engine).get_table_names()) == before
+    assert "prompt_id" not in columns(engine, "tasks")
     engine.dispose()
 
 
@@ -73,7 +67,10 @@ def test_database_url_resolution(monkeypatch, tmp_path):
     monkeypatch.delenv("BINDU_DATABASE_URL", raising=False)
     monkeypatch.delenv("STORAGE__POSTGRES_URL", raising=False)
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
-    assert resolve_database_url() == f"sqlite:///{tmp_path / 'bindu.sqlite'}"
+    from bindu_runtime import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="BINDU_DATABASE_URL"):  # never a silent SQLite file
+        resolve_database_url()
     monkeypatch.setenv("STORAGE__POSTGRES_URL", "postgresql://u:p@db:5432/bindu")
     assert resolve_database_url() == "postgresql+psycopg2://u:p@db:5432/bindu"
     monkeypatch.setenv("BINDU_DATABASE_URL", "postgresql+asyncpg://u:p@other/bindu")
