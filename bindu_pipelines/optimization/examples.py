@@ -62,22 +62,21 @@ def dataset_fingerprint(frame: pd.DataFrame) -> str:
 # every extra example costs LM calls (SIMBA scores each candidate on the whole training split).
 DEFAULT_MAX_TRAIN_EXAMPLES = 200
 DEFAULT_MAX_VALIDATION_EXAMPLES = 100
-SCORE_STRATA = 4
 
 
-def cap_split(frame: pd.DataFrame, split: str, limit: int, *, seed: int = 0, strata: int = SCORE_STRATA) -> tuple[pd.DataFrame, dict]:
+def cap_split(frame: pd.DataFrame, split: str, limit: int, *, seed: int = 0) -> tuple[pd.DataFrame, dict]:
     """At most ``limit`` rows of ``split``, stratified by feedback score, chosen deterministically.
 
-    The rows are ranked by score and cut into ``strata`` equal bins (unscored rows form their own);
-    each bin keeps its share of ``limit`` (largest remainder), taking the rows whose content hash
-    (with ``seed``) comes first. Same frame and seed, same rows; the kept rows stay in frame order.
-    Returns the rows and what was done, for the run's details.
+    The scored rows are ordered by score (ties by a content hash salted with ``seed``) and the
+    kept ones are evenly spaced along that order, so every score level keeps its share; unscored
+    rows keep theirs the same way. Same rows and seed, same choice, whatever the frame's order;
+    the kept rows stay in frame order. Returns the rows and what was done, for the run's details.
     """
     import hashlib
 
     rows = frame[frame["split"] == split]
-    info = {"available": len(rows), "used": min(len(rows), limit), "limit": limit, "stratified_by": "feedback_score",
-            "strata": strata, "seed": seed}
+    info = {"available": len(rows), "used": min(len(rows), limit), "limit": limit,
+            "stratified_by": "feedback_score", "seed": seed}
     if len(rows) <= limit:
         return rows, info
 
@@ -86,14 +85,15 @@ def cap_split(frame: pd.DataFrame, split: str, limit: int, *, seed: int = 0, str
 
     keys = [key(u, a) for u, a in zip(rows["user_input"], rows["agent_output"], strict=True)]
     scores = [rating_of(value) for value in rows["feedback_score"]]
-    positions = list(range(len(rows)))
-    scored = sorted((p for p in positions if scores[p] is not None), key=lambda p: (scores[p], keys[p]))
-    bins = [scored[i * len(scored) // strata:(i + 1) * len(scored) // strata] for i in range(strata)]
-    bins.append([p for p in positions if scores[p] is None])
-    bins = [b for b in bins if b]
-    exact = [limit * len(b) / len(rows) for b in bins]
+    positions = range(len(rows))
+    groups = [
+        sorted((p for p in positions if scores[p] is not None), key=lambda p: (scores[p], keys[p])),
+        sorted((p for p in positions if scores[p] is None), key=lambda p: keys[p]),
+    ]
+    groups = [g for g in groups if g]
+    exact = [limit * len(g) / len(rows) for g in groups]
     shares = [math.floor(x) for x in exact]
-    for i in sorted(range(len(bins)), key=lambda i: (shares[i] - exact[i], i))[: limit - sum(shares)]:
+    for i in sorted(range(len(groups)), key=lambda i: (shares[i] - exact[i], i))[: limit - sum(shares)]:
         shares[i] += 1
-    kept = sorted(p for b, n in zip(bins, shares, strict=True) for p in sorted(b, key=lambda p: keys[p])[:n])
+    kept = sorted(g[int((j + 0.5) * len(g) / n)] for g, n in zip(groups, shares, strict=True) for j in range(n))
     return rows.iloc[kept], info

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dspy
 import pytest
 
+from bindu_pipelines.errors import NO_LANGUAGE_MODEL
 from bindu_pipelines.names import OFFLINE_GATE_CHECK
 from bindu_pipelines.optimization.lm import LanguageModel
 from bindu_pipelines.optimization.offline_lm import OFFLINE_MODEL, OfflineLM
@@ -88,6 +89,12 @@ def test_gate_rejects_a_candidate_that_is_no_better(database, instance):
     assert "active_score" in meta and "candidate_score" in meta
     assert meta["candidate_score"] <= meta["active_score"] + 1e-9 or meta["lower_bound"] <= 0
     assert store.list_prompts(AGENT) == before and store.get_candidate_prompt(AGENT) is None
+    # The check a person sees: failed, with both scores, and no candidate id (nothing was written).
+    [check] = result.get_asset_check_evaluations()
+    check_meta = {k: getattr(v, "value", v) for k, v in check.metadata.items()}
+    assert check.check_name == OFFLINE_GATE_CHECK and not check.passed
+    assert check_meta["active_score"] == meta["active_score"] and check_meta["candidate_score"] == meta["candidate_score"]
+    assert "candidate_prompt_id" not in check_meta
 
 
 def test_guard_skips_while_an_experiment_runs(database, instance):
@@ -99,6 +106,8 @@ def test_guard_skips_while_an_experiment_runs(database, instance):
     meta = candidate_metadata(result)
     assert meta["outcome"] == "skipped" and "experiment is running" in meta["reason"]
     assert store.list_prompts(AGENT) == before
+    [check] = result.get_asset_check_evaluations()
+    assert not check.passed and check.description.startswith("gate not run: an experiment is running")
 
 
 def test_too_little_data_is_skipped_not_failed(database, instance):
@@ -136,3 +145,13 @@ def test_the_optimizer_and_the_gate_see_at_most_the_configured_examples(database
     [check] = result.get_asset_check_evaluations()
     # The check reports the asset's decision, whichever it was.
     assert check.passed == (meta["outcome"] == "candidate_started")
+
+
+def test_without_a_language_model_the_asset_fails_with_one_line_and_writes_nothing(database, instance, monkeypatch):
+    monkeypatch.delenv("BINDU_LM", raising=False)
+    url, store = database
+    before = store.list_prompts(AGENT)
+    result = materialize_candidate(instance, url, golden_frame(), language_model=LanguageModel(num_threads=1))
+    assert not result.success
+    assert failure_reason(result).split("Failure: ", 1)[-1].strip() == NO_LANGUAGE_MODEL
+    assert store.list_prompts(AGENT) == before
