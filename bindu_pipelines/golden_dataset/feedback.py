@@ -7,8 +7,10 @@ The rule (shared with the canary's SQL aggregate, see the team's "Feedback scale
 - ``thumbs_up``: true / 1 / "true" / "yes" / "1" scores 1.0; false / 0 / "false" / "no" / "0"
   scores 0.0 (strings case-insensitive); anything else (``"maybe"``) is invalid.
 - A row with a valid rating uses the rating (the richer signal) even if thumbs is present too.
-- Several rows on one task: the latest *valid* row wins, ordered by (created_at, id): a user
-  revising their rating. The task counts once; the older valid rows are counted as superseded.
+- Several rows on one task: the latest *valid* row wins, ordered by ``task_feedback.id`` (the
+  database's insertion order, never ``created_at`` or the writer's timestamp, which clocks and
+  clients can skew): a user revising their rating. The task counts once; the older valid rows are
+  counted as superseded.
 
 Both mappings are fields of ``FeedbackScale`` so a deployment can state its own.
 """
@@ -149,10 +151,10 @@ class TaskFeedback(NamedTuple):
 def combine_task_feedback(
     rows: Iterable[FeedbackRow | tuple], scale: FeedbackScale = DEFAULT_SCALE
 ) -> TaskFeedback:
-    """Combine a task's feedback rows: the latest valid row by (created_at, id) wins."""
+    """Combine a task's feedback rows: the latest valid row by id (insertion order) wins."""
     drops: dict[str, int] = {}
     best: NormalizedFeedback | None = None
-    best_at: tuple = ()
+    best_at: Any = None
     valid = 0
     for row_id, created_at, data in rows:
         verdict = normalize_feedback_data(data, scale)
@@ -161,17 +163,13 @@ def combine_task_feedback(
             continue
         valid += 1
         # Sort keys are built only when there is a second valid row to compare with (rare).
-        if best is None or _order_key(created_at, row_id) > _order_key(*best_at):
-            best, best_at = verdict, (created_at, row_id)
+        if best is None or _sortable(row_id) > _sortable(best_at):
+            best, best_at = verdict, row_id
     if valid > 1:
         drops[SUPERSEDED] = valid - 1
     if best is None:
         return TaskFeedback(None, None, 0, drops)
     return TaskFeedback(best.score, best.feedback_type, valid, drops)
-
-
-def _order_key(created_at: Any, row_id: Any) -> tuple:
-    return (_sortable(created_at), _sortable(row_id))
 
 
 def _sortable(value: Any) -> tuple:

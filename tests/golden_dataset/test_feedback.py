@@ -76,12 +76,18 @@ def test_latest_valid_row_wins_and_counts_once():
     rows = [
         (1, T0, {"rating": 2}),
         (2, T0 + timedelta(hours=1), {"rating": 5}),
-        (3, T0 + timedelta(hours=2), {"rating": "five"}),  # later but invalid: ignored
-        (4, T0 + timedelta(minutes=30), {"thumbs_up": False}),
+        (4, T0 + timedelta(hours=2), {"rating": "five"}),  # later but invalid: ignored
+        (3, T0 + timedelta(minutes=30), {"thumbs_up": False}),  # inserted last of the valid ones
     ]
     result = combine_task_feedback(rows)
-    assert (result.score, result.feedback_type, result.valid_rows) == (1.0, "rating", 3)
+    assert (result.score, result.feedback_type, result.valid_rows) == (0.0, "thumbs", 3)
     assert result.drops == {INVALID_RATING: 1, SUPERSEDED: 2}
+
+
+def test_insertion_order_wins_over_timestamps():
+    # The writer's clock went backwards: the row inserted later (higher id) still wins.
+    rows = [(1, T0 + timedelta(hours=5), {"rating": 1}), (2, T0, {"rating": 5})]
+    assert combine_task_feedback(rows).score == 1.0
 
 
 def test_same_timestamp_higher_id_wins():
