@@ -182,8 +182,26 @@ def _evidence_style(inputs: dict[str, str]) -> HouseStyle:
     return style
 
 
+def _general(style: HouseStyle) -> HouseStyle:
+    """Without an opener that introduces its reply ("Here's how to reset my password:"): such an
+    opener restates one question, and as a directive it would begin every reply with it."""
+    return replace(style, opener="") if style.opener.rstrip().endswith(":") else style
+
+
 def _advice(inputs: dict[str, str], current: str, variant: int | None) -> list[str]:
-    advice = [a for a in directives(_evidence_style(inputs)) if a not in current]
+    """Style advice the current instructions lack, so the prompt stays coherent however often an
+    optimizer appends advice: one length limit, one layout, one opener, one closer."""
+    have = style_from_text(current, strict=True)
+    style = _general(_evidence_style(inputs))
+    style = replace(
+        style,
+        opener="" if have.opener else style.opener,
+        closer="" if have.closer else style.closer,
+        layout="prose" if have.layout != "prose" else style.layout,
+        max_words=None if have.max_words else style.max_words,
+        style_words=() if have.style_words else style.style_words,
+    )
+    advice = [a for a in directives(style) if a not in current]
     if variant is not None and len(advice) > 1:
         # A sampled proposal keeps a rollout-specific subset, so proposals differ.
         keep = [a for i, a in enumerate(advice) if (_stable_hash(variant, i) % 4) != 0]
@@ -212,7 +230,7 @@ def _field_value(name: str, kind: str, inputs: dict[str, str], variant: int | No
         if name == "shortened_instruction":
             return base
         return merge_instructions(base, _advice(inputs, base, variant)) or "Reply to the user's request."
-    advice = directives(_evidence_style(inputs))
+    advice = directives(_general(_evidence_style(inputs)))
     if advice:
         return "Highly rated replies share this style: " + " ".join(advice)
     return "The data are user requests to an agent and the agent's replies, some rated by users."
