@@ -22,7 +22,7 @@ class BinduDatabase(dg.ConfigurableResource):
 
     url: str | None = Field(
         default=None,
-        description="SQLAlchemy URL; default: BINDU_DATABASE_URL, STORAGE__POSTGRES_URL, then dagster_home/bindu.sqlite",
+        description="SQLAlchemy URL; default: BINDU_DATABASE_URL, then STORAGE__POSTGRES_URL (no silent SQLite default)",
     )
     connect_timeout: float = Field(default=5.0, description="Seconds to wait for a connection before failing.")
 
