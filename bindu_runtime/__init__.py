@@ -8,6 +8,7 @@ from .db import make_engine
 from .errors import (
     BinduError,
     ConfigurationError,
+    DatabaseFailure,
     ExperimentRunning,
     FeedbackError,
     InvariantViolation,
@@ -25,6 +26,7 @@ from .store import Prompt, PromptStore, ServingState
 __all__ = [
     "BinduError",
     "ConfigurationError",
+    "DatabaseFailure",
     "ExperimentRunning",
     "FeedbackCollector",
     "FeedbackError",

@@ -1,7 +1,9 @@
 """Where the Bindu database is.
 
-Order: an explicit URL, then ``BINDU_DATABASE_URL``, then the seed's ``STORAGE__POSTGRES_URL``,
-then an SQLite file under ``$DAGSTER_HOME`` (or ``./dagster_home``) for the embedded default.
+Order: an explicit URL, then ``BINDU_DATABASE_URL``, then the seed's ``STORAGE__POSTGRES_URL``.
+There is no silent default: an agent pod without a URL would otherwise record feedback into a
+local file the pipelines never read. Only the demo (``bindu-dspy demo``, ``make demo``/``make ui``)
+and tests pass the embedded SQLite file, explicitly, as ``demo_sqlite_url()``.
 """
 
 from __future__ import annotations
@@ -13,7 +15,10 @@ from sqlalchemy.engine import make_url
 
 from .errors import ConfigurationError
 
-DEFAULT_SQLITE_FILENAME = "bindu.sqlite"
+DEMO_SQLITE_FILENAME = "bindu.sqlite"
+NO_DATABASE_MESSAGE = (
+    "no database configured: set BINDU_DATABASE_URL (or STORAGE__POSTGRES_URL) to the Bindu database URL"
+)
 
 # SQLAlchemy 2.1 maps the bare "postgresql" scheme to psycopg 3, which we do not ship; Bindu itself
 # configures asyncpg. The runtime is synchronous and uses psycopg2 for all of them.
@@ -25,9 +30,11 @@ _POSTGRES_DRIVER_ALIASES = {
 }
 
 
-def default_sqlite_url() -> str:
+def demo_sqlite_url() -> str:
+    """The embedded demo's SQLite file under ``$DAGSTER_HOME`` (or ``./dagster_home``). Only the
+    demo commands use it, and they pass it explicitly; nothing falls back to it."""
     home = Path(os.environ.get("DAGSTER_HOME") or Path.cwd() / "dagster_home")
-    return f"sqlite:///{(home / DEFAULT_SQLITE_FILENAME).resolve()}"
+    return f"sqlite:///{(home / DEMO_SQLITE_FILENAME).resolve()}"
 
 
 def normalize_database_url(url: str) -> str:
@@ -46,6 +53,7 @@ def normalize_database_url(url: str) -> str:
 
 
 def resolve_database_url(url: str | None = None) -> str:
+    """The database URL to use, driver named. Raises ConfigurationError when none is given."""
     for candidate in (
         url,
         os.environ.get("BINDU_DATABASE_URL"),
@@ -53,7 +61,7 @@ def resolve_database_url(url: str | None = None) -> str:
     ):
         if candidate and candidate.strip():
             return normalize_database_url(candidate.strip())
-    return default_sqlite_url()
+    raise ConfigurationError(NO_DATABASE_MESSAGE)
 
 
 def redact_url(url: str) -> str:

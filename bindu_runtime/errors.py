@@ -38,3 +38,11 @@ class FeedbackError(BinduError, ValueError):
 
 class UnknownTask(FeedbackError, LookupError):
     """Feedback or a prompt stamp names a task that is not in the database."""
+
+
+class DatabaseFailure(BinduError):
+    """The database failed a runtime call (unreachable, timed out, or refused the statement).
+
+    The message names the call and the driver's first line, never the statement's parameters;
+    the driver's exception is the ``__cause__``. Nothing was recorded: the call may be retried.
+    """

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import math
 import os
 import uuid
@@ -515,6 +516,131 @@ def test_cli_canary_and_train_refuse_odd_agents_and_flags_without_writing(cli_en
     check_cli_outcome(command, code, out, err)
     assert code in (1, 2)  # no such agent: nothing to run
     assert _snapshot(engine) == before
+
+
+# ------------------------------------------------------------------ runtime: keys and feedback
+
+# Text as it arrives from json.loads and from other code: NUL and lone surrogates included.
+hostile_chars = st.one_of(st.characters(), st.sampled_from(["\x00", "\ud800", "\udfff", "\ud83d", "\ufeff"]))
+hostile_texts = st.one_of(st.lists(hostile_chars, max_size=12).map("".join), texts)
+
+
+class _StrRaises:
+    def __str__(self):
+        raise ValueError("no text for this key")
+
+
+router_keys = st.one_of(
+    st.none(), hostile_texts, st.integers(), st.floats(), st.binary(max_size=8), st.uuids(),
+    st.just(_StrRaises()), st.just(10**5000), st.tuples(hostile_texts, st.integers()),
+)
+
+
+@pytest.fixture(scope="module")
+def fuzz_router(tmp_path_factory):
+    from bindu_runtime import PromptRouter, PromptStore, make_engine, upgrade
+
+    engine = make_engine(f"sqlite:///{tmp_path_factory.mktemp('fuzz-router') / 'bindu.sqlite'}")
+    upgrade(engine)
+    store = PromptStore(engine)
+    store.bootstrap("bot", "v1")
+    store.start_experiment("bot", "v2", source="fuzz", candidate_traffic="0.5")
+    with PromptRouter(engine, agent_id="bot", default_prompt="code", start=False) as router:
+        router.refresh()
+        yield router
+    engine.dispose()
+
+
+@settings(FUZZ, max_examples=1500)
+@given(router_keys, st.one_of(st.uuids(), hostile_texts, st.integers(), st.none()))
+def test_select_stamp_and_the_bindu_handler_never_raise_for_any_key(fuzz_router, key, task_id):
+    CASES["router_key"] += 1
+    try:
+        choice = fuzz_router.select(key)
+        assert choice.status in ("active", "candidate")
+        fuzz_router.stamp_task(task_id, choice, key=key)
+        handler = fuzz_router.bindu_handler(lambda messages, system_prompt: system_prompt)
+        assert handler([{"context_id": key, "task_id": task_id}]) in ("v1", "v2")
+    except Exception as exc:
+        CRASHES["router_key"] += 1
+        raise AssertionError(f"select/stamp raised {type(exc).__name__} for key {key!r}") from exc
+
+
+def _nesting(value, depth=0) -> int:
+    if isinstance(value, dict):
+        return max([depth] + [_nesting(item, depth + 1) for item in value.values()])
+    if isinstance(value, list):
+        return max([depth] + [_nesting(item, depth + 1) for item in value])
+    return depth
+
+
+def _storable(text: str) -> bool:
+    return "\x00" not in text and not any(0xD800 <= ord(char) <= 0xDFFF for char in text)
+
+
+def _all_text(value) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [text for key, item in value.items() for text in [*_all_text(key), *_all_text(item)]]
+    if isinstance(value, list):
+        return [text for item in value for text in _all_text(item)]
+    return []
+
+
+feedback_metadata = st.recursive(
+    st.none() | st.booleans() | st.integers(-10**30, 10**30) | st.floats(allow_nan=False, allow_infinity=False) | hostile_texts,
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(hostile_texts, children, max_size=3),
+    max_leaves=8,
+).map(lambda value: {"value": value})
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def fuzz_feedback(request):
+    from bindu_runtime import FeedbackCollector, make_engine, upgrade
+    from bindu_runtime.schema import tasks as tasks_table
+
+    engine = make_engine(request.getfixturevalue(f"{request.param}_url"))
+    upgrade(engine)
+    task_id = uuid.uuid4()
+    with engine.begin() as connection:
+        connection.execute(tasks_table.insert().values(id=task_id, context_id=uuid.uuid4(), state="completed",
+                                                       state_timestamp=T0, history=[]))
+    yield engine, FeedbackCollector(engine), task_id
+    engine.dispose()
+
+
+@settings(FUZZ, max_examples=400)
+@given(st.one_of(st.none(), hostile_texts), feedback_metadata)
+def test_feedback_is_stored_as_given_or_refused_the_same_on_both_backends(fuzz_feedback, text, metadata):
+    """One contract on SQLite and PostgreSQL: refused (FeedbackError) exactly when some text holds
+    NUL or a lone surrogate; otherwise stored and read back unchanged. Never a driver error."""
+    import sqlalchemy as sa
+
+    from bindu_runtime import FeedbackError
+    from bindu_runtime.schema import task_feedback
+
+    engine, collector, task_id = fuzz_feedback
+    CASES[f"feedback_{engine.dialect.name}"] += 1
+    texts_given = _all_text(metadata) + ([text] if text is not None else [])
+    refusable = not all(_storable(item) for item in texts_given) or _nesting(metadata) > 33
+    try:
+        row_id = collector.record_feedback(task_id, rating=3, feedback=text, metadata=metadata)
+    except FeedbackError as exc:
+        REJECTIONS[("feedback", str(exc).split(" contains")[0])] += 1
+        assert refusable, f"refused storable feedback: {exc}"
+        return
+    except Exception as exc:
+        CRASHES["feedback"] += 1
+        raise AssertionError(f"record_feedback raised {type(exc).__name__}") from exc
+    assert not refusable
+    with engine.connect() as connection:
+        stored = connection.execute(sa.select(task_feedback.c.feedback_data).where(task_feedback.c.id == row_id)).scalar_one()
+    # JSONB keeps numbers as decimals: 4.878742954396018e+16 reads back as the integer
+    # 48787429543960180, the same number to float precision. Compared as floats, both backends
+    # return exactly what was given.
+    as_floats = lambda value: json.loads(json.dumps(value), parse_int=float)  # noqa: E731
+    assert as_floats(stored["metadata"]) == as_floats(metadata) and stored.get("feedback") == text
 
 
 def test_zz_fuzz_summary():

@@ -17,6 +17,7 @@ from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
 
 from bindu_runtime import (
+    DatabaseFailure,
     ExperimentRunning,
     FeedbackCollector,
     NoExperiment,
@@ -107,7 +108,7 @@ def test_writes_while_the_database_is_cut_fail_clearly_write_nothing_and_succeed
     candidates = {agent: direct_store.start_experiment(agent, "v2", source="faults").id for agent in ("promote", "rollback")}
     direct_store.bootstrap("start", "v1")
     task_id = _insert_task(direct)
-    store, feedback = PromptStore(engine), FeedbackCollector(engine)
+    store, feedback = PromptStore(engine), FeedbackCollector(engine, agent_id="experiment")
     writes = {
         "record_feedback": lambda: feedback.record_feedback(task_id, rating=4, feedback="fine"),
         "stamp_task_prompt": lambda: feedback.stamp_task_prompt(task_id, running.id),
@@ -122,10 +123,14 @@ def test_writes_while_the_database_is_cut_fail_clearly_write_nothing_and_succeed
 
     proxy.cut()
     for name, write in writes.items():
-        with pytest.raises(OperationalError) as raised:
+        # The runtime's calls raise the package's own error; the store's transitions the driver's.
+        expected = DatabaseFailure if name in ("record_feedback", "stamp_task_prompt") else OperationalError
+        with pytest.raises(expected) as raised:
             write()
         # The driver's own words, naming the lost connection (not a hang, not a generic failure).
-        assert "server closed the connection unexpectedly" in str(raised.value.orig), name
+        message = str(raised.value) if expected is DatabaseFailure else str(raised.value.orig)
+        assert "server closed the connection unexpectedly" in message, name
+        assert "INSERT" not in message and "fine" not in message  # neither the statement nor the user's text
     assert _feedback_rows(direct, task_id) == [] and _stamp(direct, task_id) is None
     assert {agent: state_signature(direct, agent) for agent in agents} == before
 

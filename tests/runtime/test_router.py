@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import gc
+import hashlib
+import threading
 import time
+import uuid
 from decimal import Decimal
 
 import pytest
+import sqlalchemy as sa
 
-from bindu_runtime import PromptRouter, PromptStore, make_engine, upgrade
-from bindu_runtime.router import BUCKETS, bucket_of
+from bindu_runtime import ConfigurationError, PromptRouter, PromptStore, make_engine, resolve_database_url, upgrade
+from bindu_runtime.router import BUCKETS, bucket_of, unit_of
+from bindu_runtime.schema import agent_prompts
 from tests.support.tcp_proxy import SilentServer, TcpProxy
 
 CODE_PROMPT = "You are the code's prompt."
@@ -174,3 +180,98 @@ def test_traffic_share_in_snapshot_is_exact(engine):
     with PromptRouter(engine, agent_id="bot", default_prompt=CODE_PROMPT, start=False) as router:
         router.refresh()
         assert router.status()["candidate_share"] == 0.0025
+
+
+class StrRaises:
+    def __str__(self):
+        raise RuntimeError("a key that cannot be printed")
+
+    __repr__ = __str__
+
+
+HOSTILE_KEYS = ["\ud800", "ctx-\udfff-end", "\x00", "", StrRaises(), b"\xff\xfe", 10**400, 10**5000, float("nan"), object()]
+
+
+@pytest.mark.parametrize("key", HOSTILE_KEYS, ids=lambda key: type(key).__name__)
+def test_select_never_raises_for_any_key(engine, key):
+    # Issue 16: select() raised UnicodeEncodeError for a lone surrogate (json.loads produces them)
+    # and the key's own error when its __str__ raised.
+    store = PromptStore(engine)
+    store.bootstrap("bot", "v1")
+    store.start_experiment("bot", "v2", source="simba", candidate_traffic="0.5")
+    with PromptRouter(engine, agent_id="bot", default_prompt=CODE_PROMPT, start=False) as router:
+        router.refresh()
+        choices = {router.select(key).status for _ in range(200)}
+        router.stamp_task(uuid.uuid4(), router.select(key), key=key)  # nor does the stamp
+    if unit_of(key) is None:  # str() raises (StrRaises; an int beyond Python's 4 300-digit limit)
+        assert choices == {"active", "candidate"}  # treated as no key: a random draw
+    else:
+        assert len(choices) == 1  # sticky: the key hashes as its text
+
+
+def test_unit_of_follows_the_shared_contract():
+    assert unit_of(None) is None and unit_of(StrRaises()) is None
+    assert unit_of("ctx-1") == hashlib.sha256(b"ctx-1").hexdigest()[:32]
+    key = uuid.uuid4()
+    assert unit_of(key) == unit_of(str(key))
+    assert unit_of("\ud800") == hashlib.sha256("\ud800".encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def test_agent_id_is_validated_against_the_column_limit_at_construction(engine):
+    # Issue 16: a 300-character agent_id worked on SQLite, while on PostgreSQL every refresh failed
+    # (DataError) and the router served the code default forever.
+    limit = agent_prompts.c.agent_id.type.length
+    with pytest.raises(ValueError, match=f"the limit is {limit}"):
+        PromptRouter(engine, agent_id="a" * 300, default_prompt=CODE_PROMPT, start=False)
+    for bad in ("bot\x00", "bot\ud800", None, 42):
+        with pytest.raises(ValueError):
+            PromptRouter(engine, agent_id=bad, default_prompt=CODE_PROMPT, start=False)
+    with PromptRouter(engine, agent_id="a" * limit, default_prompt=CODE_PROMPT, start=False) as router:
+        assert router.refresh() and router.select("k").status == "active"
+
+
+def test_router_without_a_database_url_refuses_in_one_line(monkeypatch):
+    monkeypatch.delenv("BINDU_DATABASE_URL", raising=False)
+    monkeypatch.delenv("STORAGE__POSTGRES_URL", raising=False)
+    with pytest.raises(ConfigurationError) as raised:
+        PromptRouter(agent_id="bot", default_prompt=CODE_PROMPT)
+    assert str(raised.value) == (
+        "no database configured: set BINDU_DATABASE_URL (or STORAGE__POSTGRES_URL) to the Bindu database URL"
+    )
+    with pytest.raises(ConfigurationError, match="BINDU_DATABASE_URL"):
+        resolve_database_url()
+
+
+def _router_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith(("bindu-router-", "bindu-stamps-"))]
+
+
+def _checked_out_or_pooled(url: str) -> int:
+    if url.startswith("sqlite"):
+        return 0
+    admin = sa.create_engine(url.split("?")[0], poolclass=sa.pool.NullPool)
+    with admin.connect() as connection:
+        count = connection.execute(sa.text(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND application_name = 'bindu-dspy' AND pid <> pg_backend_pid()"
+        )).scalar()
+    admin.dispose()
+    return count
+
+
+def test_routers_never_closed_are_reclaimed(db_url):
+    # Issue 16: 30 routers never closed kept 30 threads and 30 connections.
+    engine = make_engine(db_url)
+    upgrade(engine)
+    PromptStore(engine).bootstrap("bot", "v1")
+    engine.dispose()
+    threads_before, connections_before = len(_router_threads()), _checked_out_or_pooled(db_url)
+    routers = [PromptRouter(db_url, agent_id="bot", default_prompt=CODE_PROMPT, refresh_interval=0.05) for _ in range(30)]
+    assert wait_until(lambda: all(router.refresh_count > 0 for router in routers))
+    assert len(_router_threads()) >= threads_before + 60
+    if db_url.startswith("postgresql"):
+        assert _checked_out_or_pooled(db_url) >= connections_before + 30
+    del routers
+    gc.collect()
+    assert wait_until(lambda: len(_router_threads()) == threads_before)
+    assert wait_until(lambda: _checked_out_or_pooled(db_url) == connections_before)
