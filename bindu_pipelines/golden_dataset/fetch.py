@@ -1,10 +1,17 @@
 """Reading an agent's tasks and their feedback from the Bindu database, in bounded chunks.
 
-An agent's tasks are those whose ``prompt_id`` is one of the agent's prompts. Tasks are read
+Everything is read in the agent's namespace (``bindu_runtime.layout``: its DID's schema, or the
+shared ``public`` one), every statement naming it. An agent's tasks are those whose ``prompt_id``
+is one of the agent's prompts and, where the namespace belongs to the agent alone
+(``layout.owns_namespace``: a DID schema, a single-agent ``public`` or demo database, or when the
+operator says so with ``include_unstamped=True``), also the tasks without a ``prompt_id``: Bindu
+wrote them before the router existed, served by the agent's code prompt, and they are its
+history. Tasks stamped with another agent's prompt never count. Tasks are read
 newest first (so a ``limit`` keeps the most recent ones, as the seed did) through a server-side
 cursor on PostgreSQL (``stream_results`` + ``yield_per``): memory holds one chunk, however many
 tasks there are. Each task's feedback rows come along in the same row, aggregated by an indexed
-correlated subquery, so one streamed query does all the reading.
+correlated subquery in ``task_feedback.id`` order (the order that decides which row is the latest:
+the database's insertion order, never a timestamp), so one streamed query does all the reading.
 
 JSON arrives as text and is decoded where it is used (with orjson): text that is not valid JSON
 (possible on SQLite) becomes a counted drop later, never an exception in the driver.
@@ -27,7 +34,9 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 
+from bindu_runtime import layout
 from bindu_runtime.schema import agent_prompts, task_feedback, tasks
 
 from .history import join_context_histories, loads
@@ -58,9 +67,17 @@ class RawTask:
     feedback: list = field(default_factory=list)
 
 
-def _agent_filter(agent_id: str, since: datetime | None, until: datetime | None) -> list:
+def takes_unstamped_tasks(engine: sa.Engine, agent_id: str, *, include_unstamped: bool = False) -> bool:
+    """Whether the agent's unstamped tasks count as its history (see the module docstring):
+    ``include_unstamped`` is the operator naming the namespace's tasks as this agent's."""
+    with layout.for_agent(engine, agent_id).connect() as connection:
+        return layout.owns_namespace(connection, agent_id, assume_single_agent=include_unstamped)
+
+
+def _agent_filter(agent_id: str, since: datetime | None, until: datetime | None, *, unstamped: bool = False) -> list:
     agent_prompt_ids = sa.select(agent_prompts.c.id).where(agent_prompts.c.agent_id == agent_id)
-    conditions = [tasks.c.prompt_id.in_(agent_prompt_ids.scalar_subquery())]
+    stamped = tasks.c.prompt_id.in_(agent_prompt_ids.scalar_subquery())
+    conditions = [sa.or_(stamped, tasks.c.prompt_id.is_(None)) if unstamped else stamped]
     if since is not None:
         conditions.append(tasks.c.created_at >= since)
     if until is not None:
@@ -144,8 +161,8 @@ def _task_columns(dialect: str, *, created_at: bool = True, max_text_chars: int 
             .scalar_subquery()
         ).label("history")
         feedback = (
-            sa.select(sa.cast(sa.func.json_agg(sa.func.json_build_array(
-                task_feedback.c.id, task_feedback.c.created_at, task_feedback.c.feedback_data)), sa.Text))
+            sa.select(sa.cast(sa.func.json_agg(aggregate_order_by(sa.func.json_build_array(
+                task_feedback.c.id, task_feedback.c.created_at, task_feedback.c.feedback_data), task_feedback.c.id)), sa.Text))
             .where(feedback_of_task)
             .scalar_subquery()
         )
@@ -163,25 +180,41 @@ def _task_columns(dialect: str, *, created_at: bool = True, max_text_chars: int 
 
 
 def count_agent_tasks(
-    connectable: sa.Engine | sa.Connection, agent_id: str, *, since: datetime | None = None, until: datetime | None = None
+    connectable: sa.Engine | sa.Connection, agent_id: str, *, since: datetime | None = None, until: datetime | None = None,
+    include_unstamped: bool = False,
 ) -> int:
     """How many tasks of the agent fall in the window (before any limit)."""
-    query = sa.select(sa.func.count()).select_from(tasks).where(*_agent_filter(agent_id, since, until))
+    engine = connectable if isinstance(connectable, sa.Engine) else connectable.engine
+    unstamped = takes_unstamped_tasks(engine, agent_id, include_unstamped=include_unstamped)
+    query = sa.select(sa.func.count()).select_from(tasks).where(*_agent_filter(agent_id, since, until, unstamped=unstamped))
     if isinstance(connectable, sa.Engine):
-        with connectable.connect() as conn:
+        with layout.for_agent(connectable, agent_id).connect() as conn:
             return int(conn.execute(query).scalar_one())
-    return int(connectable.execute(query).scalar_one())
+    schema = layout.schema_of(connectable, agent_id)
+    scoped = connectable.execution_options(schema_translate_map={None: schema}) if schema else connectable
+    return int(scoped.execute(query).scalar_one())
 
 
-def count_orphan_feedback(engine: sa.Engine) -> int:
-    """Feedback rows whose task does not exist (possible where foreign keys are not enforced)."""
+def count_orphan_feedback(engine: sa.Engine, agent_id: str | None = None) -> int:
+    """Feedback rows whose task is not in the agent's namespace (possible where foreign keys are
+    not enforced, or where a row names a task of another schema): counted, never a crash. Without
+    ``agent_id``, summed over every namespace holding Bindu's tables."""
     query = (
         sa.select(sa.func.count())
         .select_from(task_feedback.outerjoin(tasks, task_feedback.c.task_id == tasks.c.id))
         .where(tasks.c.id.is_(None))
     )
-    with engine.connect() as conn:
-        return int(conn.execute(query).scalar_one())
+    if agent_id is not None:
+        scoped_engines = [layout.for_agent(engine, agent_id)]
+    else:
+        with engine.connect() as conn:
+            found = [ns.schema for ns in layout.bindu_namespaces(conn) if "task_feedback" in ns.tables]
+        scoped_engines = [layout.for_schema(engine, schema) for schema in found]
+    total = 0
+    for scoped in scoped_engines:
+        with scoped.connect() as conn:
+            total += int(conn.execute(query).scalar_one())
+    return total
 
 
 def decode_feedback_rows(value: Any) -> list:
@@ -224,7 +257,7 @@ def _context_conversations(conn: sa.Connection, chunk: list[tuple[str, str | Non
 
 def _task_query(
     dialect: str, agent_id: str, *, since: datetime | None, until: datetime | None, limit: int | None,
-    chunk_size: int, created_at: bool, max_text_chars: int | None = None,
+    chunk_size: int, created_at: bool, max_text_chars: int | None = None, unstamped: bool = False,
 ) -> sa.Select:
     """The agent's tasks, newest first: ``_task_columns`` under the agent filter and the limit
     (the reading options are checked here, for every reader)."""
@@ -234,7 +267,7 @@ def _task_query(
         raise ValueError(f"chunk_size must be positive, got {chunk_size!r}")
     query = (
         sa.select(*_task_columns(dialect, created_at=created_at, max_text_chars=max_text_chars))
-        .where(*_agent_filter(agent_id, since, until))
+        .where(*_agent_filter(agent_id, since, until, unstamped=unstamped))
         .order_by(tasks.c.created_at.desc(), tasks.c.id)
     )
     if limit is not None:
@@ -252,13 +285,17 @@ def _task_row_chunks(
     chunk_size: int,
     rebuild_context: bool,
     created_at: bool,
+    include_unstamped: bool,
 ) -> Iterator[list[tuple]]:
     """The reading behind ``iter_agent_task_chunks`` and ``iter_agent_task_fields``: rows as plain
     tuples (id, context_id, prompt_id, [created_at], history, feedback), ids as strings."""
     dialect = engine.dialect.name
+    unstamped = takes_unstamped_tasks(engine, agent_id, include_unstamped=include_unstamped)
     query = _task_query(
-        dialect, agent_id, since=since, until=until, limit=limit, chunk_size=chunk_size, created_at=created_at
+        dialect, agent_id, since=since, until=until, limit=limit, chunk_size=chunk_size, created_at=created_at,
+        unstamped=unstamped,
     )
+    engine = layout.for_agent(engine, agent_id)
     history_at = 4 if created_at else 3
     with engine.connect() as conn:
         result = conn.execution_options(stream_results=True, yield_per=chunk_size).execute(query)
@@ -290,15 +327,17 @@ def iter_agent_task_chunks(
     limit: int | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     rebuild_context: bool = False,
+    include_unstamped: bool = False,
 ) -> Iterator[list[RawTask]]:
     """The agent's tasks (newest first) with their feedback rows, ``chunk_size`` tasks at a time.
 
     ``rebuild_context`` replaces each task's history by the conversation across the tasks of its
-    ``context_id`` up to that task (what the agent actually saw).
+    ``context_id`` up to that task (what the agent actually saw). ``include_unstamped``: the
+    operator names the namespace's unstamped tasks as this agent's (see the module docstring).
     """
     for chunk in _task_row_chunks(
         engine, agent_id, since=since, until=until, limit=limit, chunk_size=chunk_size,
-        rebuild_context=rebuild_context, created_at=True,
+        rebuild_context=rebuild_context, created_at=True, include_unstamped=include_unstamped,
     ):
         yield [
             RawTask(task_id, context_id, prompt_id, at, history, feedback if feedback is not None else [])
@@ -315,6 +354,7 @@ def iter_agent_task_fields(
     limit: int | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     rebuild_context: bool = False,
+    include_unstamped: bool = False,
 ) -> Iterator[list[tuple]]:
     """The same tasks as ``iter_agent_task_chunks``, as ``(id, context_id, prompt_id, history,
     feedback)`` tuples: what the dataset stages need, cheap to send to worker processes (no
@@ -322,7 +362,7 @@ def iter_agent_task_fields(
     """
     yield from _task_row_chunks(
         engine, agent_id, since=since, until=until, limit=limit, chunk_size=chunk_size,
-        rebuild_context=rebuild_context, created_at=False,
+        rebuild_context=rebuild_context, created_at=False, include_unstamped=include_unstamped,
     )
 
 
@@ -336,6 +376,7 @@ def iter_agent_task_blocks(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     max_text_chars: int | None = None,
     depth: int = 1,
+    include_unstamped: bool = False,
 ) -> Iterator[tuple[int, bytes]]:
     """PostgreSQL only: the rows of ``iter_agent_task_fields`` as ``(row count, block)`` pairs,
     each block ``chunk_size`` rows of ``COPY ... TO STDOUT`` text (decode with ``decode_task_block``).
@@ -349,8 +390,12 @@ def iter_agent_task_blocks(
     query = _task_query(
         "postgresql", agent_id, since=since, until=until, limit=limit, chunk_size=chunk_size,
         created_at=False, max_text_chars=max_text_chars,
+        unstamped=takes_unstamped_tasks(engine, agent_id, include_unstamped=include_unstamped),
     )
-    compiled = query.compile(dialect=engine.dialect)
+    # COPY runs the statement's text: the agent's schema is rendered into it here.
+    compiled = query.compile(
+        dialect=engine.dialect, schema_translate_map={None: layout.schema_of(engine, agent_id)}, render_schema_translate=True
+    )
 
     driver_error = engine.dialect.loaded_dbapi.Error
 
