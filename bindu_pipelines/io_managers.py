@@ -9,6 +9,7 @@ where the next stage would read it.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from urllib.parse import quote
 
@@ -41,6 +42,13 @@ class ParquetIOManager(dg.ConfigurableIOManager):
     def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
         if obj is None:
             return
+        if isinstance(obj, os.PathLike):
+            # A Parquet file the asset wrote in batches (a golden dataset stage): moved into place.
+            path = self._path(context)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(os.fspath(obj), path)
+            context.add_output_metadata({"path": dg.MetadataValue.path(str(path))})
+            return
         if not isinstance(obj, pd.DataFrame):
             raise TypeError(f"ParquetIOManager stores pandas DataFrames, got {type(obj).__name__} for {context.asset_key}")
         path = self._path(context)
@@ -54,4 +62,7 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         path = self._path(context)
         if not path.exists():
             raise FileNotFoundError(f"no stored data for {context.asset_key} at {path}: materialize it first")
+        wanted = getattr(context.dagster_type, "typing_type", None)
+        if isinstance(wanted, type) and issubclass(wanted, os.PathLike):
+            return wanted(str(path))  # a handle on the file (read in batches), not its rows
         return pd.read_parquet(path)

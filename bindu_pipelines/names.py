@@ -19,11 +19,11 @@ TRAFFIC_DECISION = "traffic_decision"
 # Check names, and the op names Dagster gives them (``<asset>_<check>``): a run config addresses
 # a check's config by its op name.
 GOLDEN_DATASET_CHECKS = (
-    "golden_dataset_has_enough_examples",
-    "golden_dataset_scores_in_range",
-    "golden_dataset_no_duplicate_pairs",
-    "golden_dataset_no_pii",
-    "golden_dataset_shift",
+    "has_enough_examples",
+    "scores_in_range",
+    "no_duplicate_pairs",
+    "no_pii",
+    "shift",
 )
 GOLDEN_DATASET_CHECK_OPS = tuple(f"{GOLDEN_DATASET}_{check}" for check in GOLDEN_DATASET_CHECKS)
 # The offline gate's verdict on candidate_prompt, as a check a person sees pass or fail.
@@ -41,6 +41,8 @@ AGENT_DISCOVERY_SENSOR = "agent_discovery_sensor"
 BINDU_DB = "bindu_db"
 LANGUAGE_MODEL = "language_model"
 PARQUET_IO_MANAGER = "parquet_io_manager"
+# The golden dataset's one set of options, shared by its four assets and five checks.
+GOLDEN_DATASET_OPTIONS = "golden_dataset_options"
 
 # --- run config ---------------------------------------------------------------------------
 RUN_CONFIG_OPS = "ops"

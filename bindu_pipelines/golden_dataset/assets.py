@@ -8,40 +8,53 @@ assets the data travels as Parquet files (``parquet_io_manager``).
 """
 
 
-import json
+import os
+import tempfile
+import warnings
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import dagster as dg
-import pandas as pd
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from pydantic import Field
 
-from bindu_pipelines.names import GOLDEN_DATASET_ASSETS, GOLDEN_DATASET_CHECK_OPS
+from bindu_pipelines.names import GOLDEN_DATASET_ASSETS, GOLDEN_DATASET_OPTIONS, PARQUET_IO_MANAGER
 from bindu_pipelines.partitions import agent_partitions
 from bindu_pipelines.resources import BinduDatabase
 
-from .dataset import (
-    INTERACTION_COLUMNS,
-    GoldenDatasetOptions,
-    GoldenDatasetPipeline,
-    StageReport,
-    golden_frame,
-)
-from .feedback import FEEDBACK_ON_MISSING_TASK, FeedbackRow
-from .fetch import count_agent_tasks, count_orphan_feedback, decode_feedback_rows, iter_agent_task_chunks
+from .dataset import INTERACTION_COLUMNS, GOLDEN_COLUMNS, GoldenDatasetOptions
+from .fetch import DEFAULT_CHUNK_SIZE
 from .history import DEFAULT_MAX_MESSAGE_CHARS
 from .quality import TRAIN, VALIDATION
-from .reporting import markdown_table, score_histogram, stage_metadata
+from .reporting import markdown_table, output_metadata
+from .stages import (
+    FEEDBACK_SCHEMA,
+    OVER_QUERY_LIMIT,
+    RAW_TASK_SCHEMA,
+    ParquetTable,
+    write_extracted_interactions,
+    write_golden,
+    write_normalized_feedback,
+    write_raw_tasks,
+)
+from .strategies import parse_strategy
+
+# Asset-level resource_defs are "beta" in Dagster 1.13; they let the one options resource come
+# with the assets wherever they are materialized. Silence that one notice.
+warnings.filterwarnings("ignore", message="Parameter `resource_defs`", category=dg.BetaWarning)
 
 GROUP = "golden_dataset"
-IO_MANAGER_KEY = "parquet_io_manager"
-OVER_QUERY_LIMIT = "over_query_limit"
-RAW_TASK_COLUMNS = ["id", "context_id", "prompt_id", "created_at", "history", "feedback"]
-FEEDBACK_COLUMNS = ["task_id", "feedback_score", "feedback_type", "valid_feedback_rows"]
+IO_MANAGER_KEY = PARQUET_IO_MANAGER
+RAW_TASK_COLUMNS = RAW_TASK_SCHEMA.names
+FEEDBACK_COLUMNS = FEEDBACK_SCHEMA.names
+# Below this many batches a stage runs in this process: starting worker processes costs more.
+WORKERS_FROM_BATCHES = 4
 
 
-class GoldenDatasetConfig(dg.Config):
-    """Options of a golden dataset run (the same block is accepted by every asset and check)."""
+class GoldenDatasetConfig(dg.ConfigurableResource):
+    """Options of a golden dataset run: one resource (``golden_dataset_options``) read by every
+    golden dataset asset and check, configured once per run."""
 
     strategy: str = Field(default="last_turn", description="Extraction strategy, CLI syntax: name or name:arg[:arg].")
     require_feedback: bool = Field(default=True, description="Keep only interactions with a valid feedback score.")
@@ -59,6 +72,10 @@ class GoldenDatasetConfig(dg.Config):
     min_validation_examples: int = Field(default=2, ge=0, description="Fewer validation examples fail the blocking check.")
     max_row_shift: float = Field(default=0.5, ge=0.0, description="Warn when the row count moves by more than this share.")
     max_mean_score_shift: float = Field(default=0.15, ge=0.0, description="Warn when the mean score moves by more than this.")
+    chunk_size: int = Field(default=DEFAULT_CHUNK_SIZE, ge=1, description="Tasks per batch: memory holds a few batches.")
+    workers: int | None = Field(
+        default=None, ge=1, description="Worker processes per stage (null: the CPU count, at most 4; 1: none)."
+    )
 
     def options(self, now: datetime | None = None) -> GoldenDatasetOptions:
         now = now or datetime.now(UTC)
@@ -76,116 +93,103 @@ class GoldenDatasetConfig(dg.Config):
             validation_fraction=self.validation_fraction,
         )
 
+    def workers_for(self, table: ParquetTable) -> int:
+        workers = self.workers or min(os.cpu_count() or 1, 4)
+        return workers if pq.ParquetFile(table.path).num_row_groups >= WORKERS_FROM_BATCHES else 1
+
+
+# The one instance every golden dataset asset and check declares (Dagster requires one object per key).
+golden_dataset_options = GoldenDatasetConfig()
+OPTIONS_RESOURCE = {GOLDEN_DATASET_OPTIONS: golden_dataset_options}
+
 
 def golden_dataset_run_config(**options: Any) -> dict[str, Any]:
-    """Run config giving the same options to each golden dataset asset and check."""
-    block = {"config": GoldenDatasetConfig(**options).model_dump(exclude_unset=True)} if options else {"config": {}}
-    return {"ops": {name: block for name in (*GOLDEN_DATASET_ASSETS, *GOLDEN_DATASET_CHECK_OPS)}}
+    """Run config giving the options to every golden dataset asset and check (one resource block)."""
+    block = GoldenDatasetConfig(**options).model_dump(exclude_unset=True) if options else {}
+    return {"ops": {}, "resources": {GOLDEN_DATASET_OPTIONS: {"config": block}}}
 
 
-def _json_text(value: Any) -> str:
-    # SQLite hands JSON columns back as text (kept verbatim); PostgreSQL decodes them.
-    return value if isinstance(value, str) else json.dumps(value, default=str)
+def _stage_file(asset: str, agent_id: str) -> str:
+    # Written beside nothing else; the Parquet IO manager moves the finished file into its storage.
+    return os.path.join(tempfile.mkdtemp(prefix=f"bindu-{asset}-"), f"{asset}.parquet")
 
 
 @dg.asset(
     partitions_def=agent_partitions,
     group_name=GROUP,
     io_manager_key=IO_MANAGER_KEY,
-    kinds={"sql", "pandas"},
+    kinds={"sql", "parquet"},
+    resource_defs=OPTIONS_RESOURCE,
 )
-def raw_tasks(context: dg.AssetExecutionContext, config: GoldenDatasetConfig, bindu_db: BinduDatabase) -> dg.MaterializeResult:
-    """The agent's tasks, newest first, with their raw feedback rows: exactly what users and the
-    agent said, before any judgement. A task belongs to the agent when its prompt_id is one of
-    the agent's prompts. Bounded by the query limit and the time window."""
+def raw_tasks(context: dg.AssetExecutionContext, golden_dataset_options: GoldenDatasetConfig, bindu_db: BinduDatabase) -> dg.MaterializeResult:
+    """The agent's tasks, newest first, with their raw feedback rows (the database's JSON text of
+    ``[id, created_at, feedback_data]``): exactly what users and the agent said, before any
+    judgement. A task belongs to the agent when its prompt_id is one of the agent's prompts.
+    Bounded by the query limit and the time window. Read in batches (COPY on PostgreSQL, texts
+    too long to ever pass cut in the database), written to Parquet a row group per batch."""
+    config = golden_dataset_options
     agent_id = context.partition_key
     options = config.options()
-    engine = bindu_db.engine()
-    records = []
     with bindu_db.failing_cleanly(f"reading the tasks of agent {agent_id!r}"):
-        for chunk in iter_agent_task_chunks(
-            engine, agent_id, since=options.since, limit=options.limit, rebuild_context=options.rebuild_context
-        ):
-            for task in chunk:
-                feedback = [[row_id, str(created_at), data] for row_id, created_at, data in decode_feedback_rows(task.feedback)]
-                records.append((task.id, task.context_id, task.prompt_id, task.created_at, _json_text(task.history),
-                                json.dumps(feedback, default=str)))
-        in_window = count_agent_tasks(engine, agent_id, since=options.since)
-    frame = pd.DataFrame.from_records(records, columns=RAW_TASK_COLUMNS)
-    report = StageReport("fetch", rows_in=in_window, rows_out=len(frame))
-    if in_window > len(frame):
-        report.drops[OVER_QUERY_LIMIT] = in_window - len(frame)
+        output = write_raw_tasks(bindu_db.engine(), agent_id, _stage_file("raw_tasks", agent_id), options,
+                                 chunk_size=config.chunk_size)
     return dg.MaterializeResult(
-        value=frame,
-        metadata=stage_metadata(
-            [report], frame, ["id", "created_at", "history"],
+        value=output.table,
+        metadata=output_metadata(
+            output, RAW_TASK_COLUMNS, ["id", "prompt_id", "history"],
             agent_id=agent_id,
-            feedback_rows=int(sum(len(json.loads(f)) for f in frame["feedback"])),
             since=str(options.since) if options.since else "all time",
             query_limit=options.limit or 0,
         ),
     )
 
 
-@dg.asset(partitions_def=agent_partitions, group_name=GROUP, io_manager_key=IO_MANAGER_KEY, kinds={"pandas"})
+@dg.asset(partitions_def=agent_partitions, group_name=GROUP, io_manager_key=IO_MANAGER_KEY, kinds={"parquet"},
+          resource_defs=OPTIONS_RESOURCE)
 def normalized_feedback(
-    context: dg.AssetExecutionContext, config: GoldenDatasetConfig, bindu_db: BinduDatabase, raw_tasks: pd.DataFrame
+    context: dg.AssetExecutionContext, golden_dataset_options: GoldenDatasetConfig, bindu_db: BinduDatabase,
+    raw_tasks: ParquetTable,
 ) -> dg.MaterializeResult:
     """One 0..1 satisfaction score per task: ratings 1-5 map to (r-1)/4, thumbs up/down to 1/0;
     a valid rating beats thumbs, and the latest valid row wins when a user revised their verdict.
-    Invalid rows ("five", 0, 6, 4.5, "maybe", not an object) are dropped and counted."""
-    pipeline = GoldenDatasetPipeline(config.options())
-    records = []
-    for task_id, feedback_json in zip(raw_tasks["id"], raw_tasks["feedback"]):
-        rows = [FeedbackRow(*row) for row in json.loads(feedback_json)]
-        result = pipeline.normalize_feedback(rows)
-        if result.score is not None:
-            records.append((task_id, result.score, result.feedback_type, result.valid_rows))
-    frame = pd.DataFrame.from_records(records, columns=FEEDBACK_COLUMNS)
-    frame["feedback_score"] = frame["feedback_score"].astype("float64")
-    report = pipeline.reports["feedback"]
-    # Feedback on a task that does not exist cannot be attributed to any agent: counted database-wide.
+    Invalid rows ("five", 0, 6, 4.5, "maybe", not an object) are dropped and counted; so is
+    feedback on a task that does not exist (database-wide: it belongs to no agent)."""
+    config = golden_dataset_options
     with bindu_db.failing_cleanly("counting feedback on missing tasks"):
-        orphans = count_orphan_feedback(bindu_db.engine())
-    if orphans:
-        report.drops[FEEDBACK_ON_MISSING_TASK] += orphans
-        report.rows_in += orphans
+        output = write_normalized_feedback(raw_tasks, _stage_file("normalized_feedback", context.partition_key),
+                                           config.options(), engine=bindu_db.engine(), workers=config.workers_for(raw_tasks))
     return dg.MaterializeResult(
-        value=frame,
-        metadata=stage_metadata(
-            [report], frame, FEEDBACK_COLUMNS,
-            tasks_with_score=len(frame),
-            tasks_without_valid_feedback=int(len(raw_tasks) - len(frame)),
-            by_type=dg.MetadataValue.json({str(k): int(v) for k, v in frame["feedback_type"].value_counts().items()}),
+        value=output.table,
+        metadata=output_metadata(
+            output, FEEDBACK_COLUMNS, FEEDBACK_COLUMNS,
+            tasks_with_score=output.rows,
+            tasks_without_valid_feedback=output.extra["tasks"] - output.rows,
+            by_type=dg.MetadataValue.json({str(k): int(v) for k, v in sorted(output.extra["by_type"].items())}),
         ),
     )
 
 
-@dg.asset(partitions_def=agent_partitions, group_name=GROUP, io_manager_key=IO_MANAGER_KEY, kinds={"pandas"})
+@dg.asset(partitions_def=agent_partitions, group_name=GROUP, io_manager_key=IO_MANAGER_KEY, kinds={"parquet"},
+          resource_defs=OPTIONS_RESOURCE)
 def extracted_interactions(
     context: dg.AssetExecutionContext,
-    config: GoldenDatasetConfig,
-    raw_tasks: pd.DataFrame,
-    normalized_feedback: pd.DataFrame,
+    golden_dataset_options: GoldenDatasetConfig,
+    raw_tasks: ParquetTable,
+    normalized_feedback: ParquetTable,
 ) -> dg.MaterializeResult:
     """(user_input -> agent_output) pairs cut from each conversation by the chosen strategy, with
     PII scrubbed. Only user and agent text counts; tasks whose history is unusable (not a list,
     no text, an enormous message, no user->agent turn) are dropped and counted."""
-    pipeline = GoldenDatasetPipeline(config.options())
-    scores = dict(zip(normalized_feedback["task_id"], zip(normalized_feedback["feedback_score"], normalized_feedback["feedback_type"])))
-    rows: list[tuple] = []
-    for task_id, context_id, prompt_id, history in raw_tasks[["id", "context_id", "prompt_id", "history"]].itertuples(index=False, name=None):
-        score, feedback_type = scores.get(task_id, (None, None))
-        rows.extend(pipeline.extract(task_id, history, score, feedback_type, context_id, prompt_id))
-    frame = pd.DataFrame.from_records(rows, columns=INTERACTION_COLUMNS)
-    frame["feedback_score"] = frame["feedback_score"].astype("float64")
-    report = pipeline.reports["extract"]
-    pii = {k.split(".", 1)[1]: v for k, v in report.notes.items() if k.startswith("pii_scrubbed.")}
+    config = golden_dataset_options
+    output = write_extracted_interactions(raw_tasks, normalized_feedback, _stage_file("extracted_interactions", context.partition_key),
+                                          config.options(), workers=config.workers_for(raw_tasks))
+    report = output.reports[0]
+    pii = {k.split(".", 1)[1]: v for k, v in sorted(report.notes.items()) if k.startswith("pii_scrubbed.")}
     return dg.MaterializeResult(
-        value=frame,
-        metadata=stage_metadata(
-            [report], frame, ["id", "user_input", "agent_output", "feedback_score"],
-            strategy=repr(pipeline.strategy),
+        value=output.table,
+        metadata=output_metadata(
+            output, INTERACTION_COLUMNS, ["id", "user_input", "agent_output", "feedback_score"],
+            strategy=repr(parse_strategy(config.strategy)),
             pii_scrubbing="on" if config.scrub_pii else "off",
             pii_scrubbed=dg.MetadataValue.json(pii),
             pii_scrubbed_total=sum(pii.values()),
@@ -193,36 +197,48 @@ def extracted_interactions(
     )
 
 
-@dg.asset(partitions_def=agent_partitions, group_name=GROUP, io_manager_key=IO_MANAGER_KEY, kinds={"pandas"})
+def score_histogram_of(table: ParquetTable) -> tuple[dict[str, int], float, dict[str, int]]:
+    """The golden file's score histogram, mean score and split counts, from two columns."""
+    from .reporting import SCORE_BINS
+
+    columns = pq.read_table(table.path, columns=["feedback_score", "split"])
+    scores = columns.column("feedback_score")
+    histogram = {}
+    for low, high in SCORE_BINS:
+        label = f"[{low:.1f}, {min(high, 1.0):.1f}{']' if high > 1 else ')'}"
+        inside = pc.and_(pc.greater_equal(scores, low), pc.less(scores, high))
+        histogram[label] = int(pc.sum(pc.cast(pc.fill_null(inside, False), "int64")).as_py() or 0)
+    histogram["no score"] = scores.null_count
+    mean = pc.mean(scores).as_py()
+    split = columns.column("split")
+    splits = {name: int(pc.sum(pc.cast(pc.equal(split, name), "int64")).as_py() or 0) for name in (TRAIN, VALIDATION)}
+    return histogram, float("nan") if mean is None else float(mean), splits
+
+
+@dg.asset(partitions_def=agent_partitions, group_name=GROUP, io_manager_key=IO_MANAGER_KEY, kinds={"parquet"},
+          resource_defs=OPTIONS_RESOURCE)
 def golden_dataset(
-    context: dg.AssetExecutionContext, config: GoldenDatasetConfig, extracted_interactions: pd.DataFrame
+    context: dg.AssetExecutionContext, golden_dataset_options: GoldenDatasetConfig, extracted_interactions: ParquetTable
 ) -> dg.MaterializeResult:
     """The examples the optimizer trains on and the offline gate validates with: interactions that
     pass the quality filter (feedback required, score threshold), validation (Unicode, whitespace,
     lengths, input != output) and deduplication, each marked train or validation by a stable hash
     of its task id. Columns: id, user_input, agent_output, feedback_score, feedback_type, split,
     context_id, prompt_id."""
-    pipeline = GoldenDatasetPipeline(config.options())
-    rows = []
-    for row in extracted_interactions[INTERACTION_COLUMNS].itertuples(index=False, name=None):
-        golden = pipeline.finish(row)
-        if golden is not None:
-            rows.append(golden)
-    frame = golden_frame(rows)
-    reports = [pipeline.reports[s] for s in ("quality", "validate", "deduplicate")]
-    histogram = score_histogram(frame["feedback_score"])
-    splits = {TRAIN: int((frame["split"] == TRAIN).sum()), VALIDATION: int((frame["split"] == VALIDATION).sum())}
-    scores = frame["feedback_score"].dropna()
+    config = golden_dataset_options
+    output = write_golden(extracted_interactions, _stage_file("golden_dataset", context.partition_key), config.options(),
+                          workers=config.workers_for(extracted_interactions))
+    histogram, mean, splits = score_histogram_of(output.table)
     return dg.MaterializeResult(
-        value=frame,
-        metadata=stage_metadata(
-            reports, frame, ["id", "user_input", "agent_output", "feedback_score", "split"],
+        value=output.table,
+        metadata=output_metadata(
+            output, GOLDEN_COLUMNS, ["id", "user_input", "agent_output", "feedback_score", "split"],
             train_rows=splits[TRAIN],
             validation_rows=splits[VALIDATION],
-            mean_feedback_score=float(scores.mean()) if len(scores) else float("nan"),
+            mean_feedback_score=round(mean, 4) if mean == mean else mean,
             score_histogram=dg.MetadataValue.json(histogram),
             score_distribution=dg.MetadataValue.md(markdown_table(["score", "rows"], [[k, v] for k, v in histogram.items()])),
-            strategy=repr(pipeline.strategy),
+            strategy=repr(parse_strategy(config.strategy)),
             require_feedback=config.require_feedback,
             min_feedback_threshold=config.min_feedback_threshold,
         ),

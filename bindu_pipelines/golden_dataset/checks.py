@@ -1,40 +1,50 @@
 """Checks on the golden dataset, beside the asset.
 
-``golden_dataset_has_enough_examples`` is blocking: when it fails, nothing downstream in the
-run (the optimizer's ``candidate_prompt``) executes, so no prompt is trained on a failed dataset.
+``has_enough_examples`` is blocking: when it fails, nothing downstream in the run (the
+optimizer's ``candidate_prompt``) executes, so no prompt is trained on a failed dataset. Each
+check reads the golden Parquet file in batches (a handle, not a frame): memory stays bounded.
+Check names are short; Dagster prefixes the asset (``golden_dataset_has_enough_examples``).
 """
 
 
+import hashlib
 import math
 import warnings
 
 import dagster as dg
-import pandas as pd
 
+from bindu_pipelines.names import GOLDEN_DATASET_CHECKS
 from bindu_pipelines.partitions import agent_partitions
 
-from .assets import GoldenDatasetConfig, golden_dataset
+from .assets import OPTIONS_RESOURCE, GoldenDatasetConfig, golden_dataset, score_histogram_of
 from .pii import find_pii
-from .quality import TRAIN, VALIDATION, comparison_key
+from .quality import VALIDATION, comparison_key
+from .stages import ParquetTable
 
 # Partitioned checks are "preview" in Dagster 1.13, and they are what we need: each agent's
 # dataset is checked on its own partition. Silence that one notice, not Dagster's warnings.
 warnings.filterwarnings("ignore", message="Specifying a partitions_def on an AssetCheckSpec", category=dg.PreviewWarning)
 
-
-def _split_counts(frame: pd.DataFrame) -> dict[str, int]:
-    return {TRAIN: int((frame["split"] == TRAIN).sum()), VALIDATION: int((frame["split"] == VALIDATION).sum())}
+HAS_ENOUGH_EXAMPLES, SCORES_IN_RANGE, NO_DUPLICATE_PAIRS, NO_PII, SHIFT = GOLDEN_DATASET_CHECKS
 
 
-@dg.asset_check(asset=golden_dataset, blocking=True, partitions_def=agent_partitions,
+def _pair_digest(user_input: str, agent_output: str) -> bytes:
+    data = f"{len(user_input)}:{user_input}{agent_output}".encode("utf-8", "surrogatepass")
+    return hashlib.blake2b(data, digest_size=16).digest()
+
+
+@dg.asset_check(asset=golden_dataset, name=HAS_ENOUGH_EXAMPLES, blocking=True, partitions_def=agent_partitions,
+                resource_defs=OPTIONS_RESOURCE,
                 description="Enough examples to train on and to validate with; blocks training otherwise.")
-def golden_dataset_has_enough_examples(config: GoldenDatasetConfig, golden_dataset: pd.DataFrame) -> dg.AssetCheckResult:
-    splits = _split_counts(golden_dataset)
-    passed = len(golden_dataset) >= config.min_examples and splits[VALIDATION] >= config.min_validation_examples
+def has_enough_examples(golden_dataset_options: GoldenDatasetConfig, golden_dataset: ParquetTable) -> dg.AssetCheckResult:
+    config = golden_dataset_options
+    _, _, splits = score_histogram_of(golden_dataset)
+    rows = golden_dataset.rows
+    passed = rows >= config.min_examples and splits[VALIDATION] >= config.min_validation_examples
     return dg.AssetCheckResult(
         passed=passed,
         metadata={
-            "rows": len(golden_dataset),
+            "rows": rows,
             "min_examples": config.min_examples,
             "validation_rows": splits[VALIDATION],
             "min_validation_examples": config.min_validation_examples,
@@ -42,46 +52,60 @@ def golden_dataset_has_enough_examples(config: GoldenDatasetConfig, golden_datas
     )
 
 
-@dg.asset_check(asset=golden_dataset, partitions_def=agent_partitions,
+@dg.asset_check(asset=golden_dataset, name=SCORES_IN_RANGE, partitions_def=agent_partitions, resource_defs=OPTIONS_RESOURCE,
                 description="Every feedback score is within 0..1 (and present when feedback is required).")
-def golden_dataset_scores_in_range(config: GoldenDatasetConfig, golden_dataset: pd.DataFrame) -> dg.AssetCheckResult:
-    scores = golden_dataset["feedback_score"]
-    out_of_range = int(((scores < 0.0) | (scores > 1.0)).sum())
-    missing = int(scores.isna().sum())
-    passed = out_of_range == 0 and (missing == 0 or not config.require_feedback)
+def scores_in_range(golden_dataset_options: GoldenDatasetConfig, golden_dataset: ParquetTable) -> dg.AssetCheckResult:
+    out_of_range = missing = 0
+    for batch in golden_dataset.iter_batches(["feedback_score"]):
+        for score in batch.column(0).to_pylist():
+            if score is None or score != score:
+                missing += 1
+            elif score < 0.0 or score > 1.0:
+                out_of_range += 1
+    require = golden_dataset_options.require_feedback
+    passed = out_of_range == 0 and (missing == 0 or not require)
     return dg.AssetCheckResult(
-        passed=passed,
-        metadata={"out_of_range": out_of_range, "missing_scores": missing, "require_feedback": config.require_feedback},
+        passed=passed, metadata={"out_of_range": out_of_range, "missing_scores": missing, "require_feedback": require},
     )
 
 
-@dg.asset_check(asset=golden_dataset, partitions_def=agent_partitions,
+@dg.asset_check(asset=golden_dataset, name=NO_DUPLICATE_PAIRS, partitions_def=agent_partitions,
                 description="No (user_input, agent_output) pair appears twice, exactly or after normalisation.")
-def golden_dataset_no_duplicate_pairs(golden_dataset: pd.DataFrame) -> dg.AssetCheckResult:
-    exact = int(golden_dataset.duplicated(["user_input", "agent_output"]).sum())
-    keys = pd.DataFrame({
-        "u": golden_dataset["user_input"].map(comparison_key),
-        "a": golden_dataset["agent_output"].map(comparison_key),
-    })
-    normalized = int(keys.duplicated().sum())
+def no_duplicate_pairs(golden_dataset: ParquetTable) -> dg.AssetCheckResult:
+    # 16-byte digests of the pairs, not the texts: memory grows by ~100 bytes a row.
+    exact_seen: set[bytes] = set()
+    normalized_seen: set[bytes] = set()
+    exact = normalized = 0
+    for user_input, agent_output in golden_dataset.iter_rows(["user_input", "agent_output"]):
+        digest = _pair_digest(user_input, agent_output)
+        if digest in exact_seen:
+            exact += 1
+        exact_seen.add(digest)
+        digest = _pair_digest(comparison_key(user_input), comparison_key(agent_output))
+        if digest in normalized_seen:
+            normalized += 1
+        normalized_seen.add(digest)
     return dg.AssetCheckResult(passed=normalized == 0, metadata={"exact_duplicates": exact, "normalized_duplicates": normalized})
 
 
-@dg.asset_check(asset=golden_dataset, partitions_def=agent_partitions,
+@dg.asset_check(asset=golden_dataset, name=NO_PII, partitions_def=agent_partitions,
                 description="No e-mail, phone, card number or API key is left in the texts.")
-def golden_dataset_no_pii(golden_dataset: pd.DataFrame) -> dg.AssetCheckResult:
+def no_pii(golden_dataset: ParquetTable) -> dg.AssetCheckResult:
     found: dict[str, int] = {}
-    rows_with_pii = []
-    for task_id, user_input, agent_output in golden_dataset[["id", "user_input", "agent_output"]].itertuples(index=False, name=None):
+    rows_with_pii = 0
+    example_task_ids = []
+    for task_id, user_input, agent_output in golden_dataset.iter_rows(["id", "user_input", "agent_output"]):
         kinds = find_pii(user_input) + find_pii(agent_output)
         for kind in kinds:
             found[kind] = found.get(kind, 0) + 1
         if kinds:
-            rows_with_pii.append(task_id)
+            rows_with_pii += 1
+            if len(example_task_ids) < 10:
+                example_task_ids.append(task_id)
     return dg.AssetCheckResult(
         passed=not found,
-        metadata={"pii_found": dg.MetadataValue.json(found), "rows_with_pii": len(rows_with_pii),
-                  "example_task_ids": dg.MetadataValue.json(rows_with_pii[:10])},
+        metadata={"pii_found": dg.MetadataValue.json(found), "rows_with_pii": rows_with_pii,
+                  "example_task_ids": dg.MetadataValue.json(example_task_ids)},
     )
 
 
@@ -96,15 +120,15 @@ def _previous_materialization_metadata(context: dg.AssetCheckExecutionContext) -
     return None
 
 
-@dg.asset_check(asset=golden_dataset, partitions_def=agent_partitions,
+@dg.asset_check(asset=golden_dataset, name=SHIFT, partitions_def=agent_partitions, resource_defs=OPTIONS_RESOURCE,
                 description="Warns when size or mean score moves sharply from the previous materialization.")
-def golden_dataset_shift(
-    context: dg.AssetCheckExecutionContext, config: GoldenDatasetConfig, golden_dataset: pd.DataFrame
+def shift(
+    context: dg.AssetCheckExecutionContext, golden_dataset_options: GoldenDatasetConfig, golden_dataset: ParquetTable
 ) -> dg.AssetCheckResult:
+    config = golden_dataset_options
     previous = _previous_materialization_metadata(context)
-    rows = len(golden_dataset)
-    scores = golden_dataset["feedback_score"].dropna()
-    mean = float(scores.mean()) if len(scores) else math.nan
+    rows = golden_dataset.rows
+    _, mean, _ = score_histogram_of(golden_dataset)
     if previous is None:
         return dg.AssetCheckResult(passed=True, severity=dg.AssetCheckSeverity.WARN,
                                    metadata={"rows": rows, "previous": "none: first materialization"})
@@ -118,16 +142,11 @@ def golden_dataset_shift(
         severity=dg.AssetCheckSeverity.WARN,
         metadata={
             "rows": rows, "previous_rows": previous_rows, "row_shift": round(row_shift, 4),
-            "mean_score": mean, "previous_mean_score": previous_mean, "mean_score_shift": round(mean_shift, 4),
+            "mean_score": round(mean, 4) if mean == mean else mean, "previous_mean_score": previous_mean,
+            "mean_score_shift": round(mean_shift, 4),
         },
     )
 
 
-golden_dataset_checks = [
-    golden_dataset_has_enough_examples,
-    golden_dataset_scores_in_range,
-    golden_dataset_no_duplicate_pairs,
-    golden_dataset_no_pii,
-    golden_dataset_shift,
-]
+golden_dataset_checks = [has_enough_examples, scores_in_range, no_duplicate_pairs, no_pii, shift]
 CHECK_OP_NAMES = tuple(check.node_def.name for check in golden_dataset_checks)

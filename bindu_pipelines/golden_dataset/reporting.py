@@ -77,3 +77,31 @@ def stage_metadata(
         metadata["notes"] = dg.MetadataValue.json(dict(sorted(notes.items())))
     metadata.update(extra)
     return metadata
+
+
+def output_metadata(output, columns: list[str], preview_columns: list[str], **extra: Any) -> dict[str, Any]:
+    """``stage_metadata`` for a stage written to Parquet in batches (a ``stages.StageOutput``):
+    the counts, drops and fingerprint gathered while writing, the preview from its first rows."""
+    reports = output.reports
+    drops: dict[str, int] = {}
+    notes: dict[str, int] = {}
+    for report in reports:
+        for reason, count in report.drops.items():
+            drops[reason] = drops.get(reason, 0) + count
+        notes.update(report.notes)
+    at = [columns.index(c) for c in preview_columns]
+    preview = [[row[i] for i in at] for row in output.preview]
+    metadata: dict[str, Any] = {
+        "dagster/row_count": output.rows,
+        "rows_in": reports[0].rows_in,
+        "rows_out": output.rows,
+        "rows_dropped": sum(drops.values()),
+        "dropped_by_reason": dg.MetadataValue.json(dict(sorted(drops.items()))),
+        "drops": dg.MetadataValue.md(drops_markdown(reports)),
+        "preview": dg.MetadataValue.md(markdown_table(preview_columns, preview) if preview else "_no rows_"),
+        "fingerprint": output.fingerprint,
+    }
+    if notes:
+        metadata["notes"] = dg.MetadataValue.json(dict(sorted(notes.items())))
+    metadata.update(extra)
+    return metadata

@@ -20,6 +20,7 @@ def test_assets_checks_jobs_schedules_sensors_and_resources_are_named_once():
     assert set(defs.resources) >= {names.BINDU_DB, names.LANGUAGE_MODEL, names.PARQUET_IO_MANAGER}
 
 
-def test_the_golden_dataset_run_config_addresses_every_asset_and_check_op():
+def test_the_golden_dataset_run_config_is_one_resource_block_not_a_copy_per_op():
     config = golden_dataset_run_config(strategy="last_turn")
-    assert set(config[names.RUN_CONFIG_OPS]) == {*names.GOLDEN_DATASET_ASSETS, *names.GOLDEN_DATASET_CHECK_OPS}
+    assert config[names.RUN_CONFIG_OPS] == {}
+    assert config["resources"] == {names.GOLDEN_DATASET_OPTIONS: {"config": {"strategy": "last_turn"}}}

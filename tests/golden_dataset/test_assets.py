@@ -54,8 +54,18 @@ def materialize(db_url, tmp_path, instance, agent, extra_assets=(), **options):
     )
 
 
+def stored(result, asset: str) -> pd.DataFrame:
+    """What the run stored for ``asset`` (each stage hands a Parquet file on, not a frame)."""
+    return pd.read_parquet(_stored_path(result, asset))
+
+
+def _stored_path(result, asset: str) -> str:
+    (event,) = [e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey(asset)]
+    return event.materialization.metadata["path"].value
+
+
 def golden_output(result) -> pd.DataFrame:
-    return result.output_for_node("golden_dataset")
+    return stored(result, "golden_dataset")
 
 
 def materialization(result, asset):
@@ -83,7 +93,7 @@ def test_two_agents_each_see_only_their_own_tasks(seeded, engine, tmp_path):
             outputs[agent] = result
         for agent, result in outputs.items():
             own = agent_task_ids(engine, agent)
-            raw = result.output_for_node("raw_tasks")
+            raw = stored(result, "raw_tasks")
             assert set(raw["id"]) == own and len(own) == 150
             golden = golden_output(result)
             assert list(golden.columns) == GOLDEN_COLUMNS
@@ -146,7 +156,7 @@ def test_failed_blocking_check_stops_downstream(seeded_sqlite, tmp_path):
         blocked = materialize(seeded_sqlite, tmp_path, instance, "support-bot", extra_assets=[candidate_prompt_probe],
                               min_examples=100_000)
         assert not blocked.success
-        assert check_results(blocked)["golden_dataset_has_enough_examples"].passed is False
+        assert check_results(blocked)["has_enough_examples"].passed is False
         assert ran == []
         allowed = materialize(seeded_sqlite, tmp_path, instance, "support-bot", extra_assets=[candidate_prompt_probe], min_examples=5)
         assert allowed.success and ran == [True]
@@ -156,16 +166,17 @@ def test_pii_check_fails_when_scrubbing_is_off_and_shift_warns(seeded_sqlite, tm
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(agent_partitions.name, AGENTS)
         first = materialize(seeded_sqlite, tmp_path, instance, "support-bot", require_feedback=False, min_examples=1)
-        assert check_results(first)["golden_dataset_no_pii"].passed
+        assert check_results(first)["no_pii"].passed
         assert materialization(first, "extracted_interactions")["pii_scrubbed_total"].value > 0
+        first_rows = len(golden_output(first))  # the next run stores over the same file
         unscrubbed = materialize(seeded_sqlite, tmp_path, instance, "support-bot", require_feedback=False, min_examples=1,
                                  scrub_pii=False, max_interactions_query_limit=30)
         checks = check_results(unscrubbed)
-        assert checks["golden_dataset_no_pii"].passed is False
+        assert checks["no_pii"].passed is False
         # 150 -> 30 tasks: the dataset shrank sharply since the previous materialization.
-        shift = checks["golden_dataset_shift"]
+        shift = checks["shift"]
         assert shift.passed is False and shift.severity == dg.AssetCheckSeverity.WARN
-        assert shift.metadata["previous_rows"].value == len(golden_output(first))
+        assert shift.metadata["previous_rows"].value == first_rows
 
 
 def test_agent_discovery_sensor_adds_partitions(seeded_sqlite):
@@ -186,7 +197,11 @@ def test_definitions_load_with_the_shared_database_resource():
         "raw_tasks", "normalized_feedback", "extracted_interactions", "golden_dataset"
     }
     assert {k.name for k in graph.asset_check_keys} == {
-        "golden_dataset_has_enough_examples", "golden_dataset_scores_in_range", "golden_dataset_no_duplicate_pairs",
-        "golden_dataset_no_pii", "golden_dataset_shift",
+        "has_enough_examples", "scores_in_range", "no_duplicate_pairs", "no_pii", "shift",
     }
+    # Step names carry the asset once: golden_dataset_has_enough_examples, not golden_dataset_golden_dataset_…
+    job = defs.resolve_implicit_global_asset_job_def()
+    steps = {node.name for node in job.graph.node_defs}
+    assert "golden_dataset_has_enough_examples" in steps
+    assert not any("golden_dataset_golden_dataset" in name for name in steps)
     assert defs.resolve_sensor_def("agent_discovery_sensor") is not None

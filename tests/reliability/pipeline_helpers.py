@@ -69,7 +69,7 @@ class StatementFaults:
 
 def golden_config(**options) -> dict:
     """The golden dataset options for the four assets (the checks are not materialized here)."""
-    return {"ops": {name: block for name, block in golden_dataset_run_config(**options)["ops"].items() if name in ASSET_NAMES}}
+    return golden_dataset_run_config(**options)  # one resource block, read by assets and checks alike
 
 
 def materialize_golden(url: str, parquet_dir: str, instance: dg.DagsterInstance, agent: str, **options) -> dg.ExecuteInProcessResult:
