@@ -24,8 +24,11 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 
-from bindu_pipelines.canary.metrics import ExperimentMetrics, TrafficSegment, experiment_metrics
-from bindu_pipelines.canary.policy import Action, ArmStats, CanaryPolicy, Decision, ExperimentSnapshot, get_policy
+from bindu_pipelines.canary.metrics import ExperimentMetrics, TrafficSegment, experiment_metrics, feedback_delays
+from bindu_pipelines.canary.policy import (
+    Action, ArmStats, ArmClusters, CanaryPolicy, Decision, ExperimentSnapshot, SequentialPolicy, get_policy, maturity_from_delays,
+)  # fmt: skip
+from bindu_pipelines.canary.settings import resolve_policy
 from bindu_pipelines.errors import UnknownAgent
 from bindu_runtime import BinduError, NoExperiment, Prompt, PromptStore, StaleTransition, make_engine
 from bindu_runtime.store import as_traffic, as_utc
@@ -95,19 +98,28 @@ def _finite(statistics: Mapping[str, float]) -> dict[str, float | None]:
     return {key: (value if math.isfinite(value) else None) for key, value in statistics.items()}
 
 
-def traffic_segments(store: PromptStore, agent_id: str, candidate: Prompt, as_of: datetime) -> list[TrafficSegment]:
-    """The candidate's configured shares over time, from the audit trail (start, then each step)."""
+HOLDBACK_EVENT = "holdback_start"
+
+
+def traffic_segments(store: PromptStore, agent_id: str, candidate: Prompt, as_of: datetime) -> tuple[list[TrafficSegment], bool]:
+    """The candidate's configured shares over time, from the audit trail (start, then each step),
+    and whether the candidate row is a held-back old prompt (then one segment: the holdback)."""
+    events = [
+        event for event in store.list_events(agent_id)
+        if event["prompt_id"] == candidate.id and as_utc(event["created_at"]) <= as_of
+    ]  # fmt: skip
+    holdbacks = [event for event in events if event["event"] == HOLDBACK_EVENT]
+    if holdbacks:
+        last = holdbacks[-1]
+        return [TrafficSegment(as_utc(last["created_at"]), float(last["to_traffic"]))], True
     segments = [
         TrafficSegment(as_utc(event["created_at"]), float(event["to_traffic"]))
-        for event in store.list_events(agent_id)
-        if event["prompt_id"] == candidate.id
-        and event["event"] in ("start_experiment", "step")
-        and event["to_traffic"] is not None
-        and as_utc(event["created_at"]) <= as_of
+        for event in events
+        if event["event"] in ("start_experiment", "step") and event["to_traffic"] is not None
     ]
     if not segments:  # a candidate inserted without its start event: treat its creation as the start
         segments = [TrafficSegment(candidate.created_at, float(candidate.traffic))]
-    return segments
+    return segments, False
 
 
 @dataclass(frozen=True)
@@ -118,7 +130,17 @@ class _Experiment:
     snapshot: ExperimentSnapshot
 
 
-def _read_experiment(store: PromptStore, agent_id: str, as_of: datetime) -> _Experiment | str:
+def maturity_hours_for(engine: sa.Engine, agent_id: str, policy: CanaryPolicy, prompt_ids: list[str], as_of: datetime) -> float:
+    """The policy's maturity window, or the one derived from the observed delays (the seed's
+    rule uses every feedback row as it arrives: 0)."""
+    if not isinstance(policy, SequentialPolicy):
+        return 0.0
+    if policy.maturity_hours is not None:
+        return float(policy.maturity_hours)
+    return maturity_from_delays(feedback_delays(engine, prompt_ids=prompt_ids, as_of=as_of, agent_id=agent_id))
+
+
+def _read_experiment(store: PromptStore, agent_id: str, as_of: datetime, policy: CanaryPolicy) -> _Experiment | str:
     """The running experiment with its metrics, or the message saying why there is none."""
     state = store.serving_state(agent_id)
     if state.active is None:
@@ -127,18 +149,22 @@ def _read_experiment(store: PromptStore, agent_id: str, as_of: datetime) -> _Exp
         return f"agent {agent_id!r} has no active prompt, so no experiment to decide on"
     if state.candidate is None:
         return f"agent {agent_id!r} has no running experiment (active prompt {state.active.id} serves 100 %): nothing to decide"
-    segments = traffic_segments(store, agent_id, state.candidate, as_of)
+    segments, holdback = traffic_segments(store, agent_id, state.candidate, as_of)
+    maturity = maturity_hours_for(store.engine, agent_id, policy, [state.active.id, state.candidate.id], as_of)
     metrics = experiment_metrics(
-        store.engine, active_id=state.active.id, candidate_id=state.candidate.id, segments=segments, as_of=as_of
-    )
+        store.engine, active_id=state.active.id, candidate_id=state.candidate.id, segments=segments, as_of=as_of,
+        agent_id=agent_id, maturity_hours=maturity,
+    )  # fmt: skip
     hours = lambda since: max((as_of - since).total_seconds() / 3600.0, 0.0)  # noqa: E731
     snapshot = ExperimentSnapshot(
-        active=metrics.active.stats,
-        candidate=metrics.candidate.stats,
+        active=metrics.active.clusters,
+        candidate=metrics.candidate.clusters,
         traffic=float(state.candidate.traffic),
         hours_running=hours(segments[0].start),
         hours_at_traffic=hours(segments[-1].start),
-        split=metrics.split(),
+        shares=tuple(segment.share for segment in segments),
+        first_units=metrics.first_units,
+        holdback=holdback,
     )
     return _Experiment(state.active, state.candidate, metrics, snapshot)
 
@@ -149,14 +175,16 @@ def run_controller_once(
     *,
     policy: CanaryPolicy | str = "sequential",
     as_of: datetime | None = None,
+    settings: Mapping[str, Any] | None = None,
 ) -> ControllerOutcome:
     """One iteration for one agent. Raises UnknownAgent or DatabaseUnavailable; every other
-    situation (no experiment, a concurrent run got there first) is an outcome with a message."""
-    policy = get_policy(policy) if isinstance(policy, str) else policy
+    situation (no experiment, a concurrent run got there first) is an outcome with a message.
+    A policy name is resolved with the agent's settings file and then ``settings`` (canary.settings)."""
+    policy = resolve_policy(policy, agent_id, settings)
     now = _now(as_of)
     store = PromptStore(engine, clock=lambda: now)
     try:
-        experiment = _read_experiment(store, agent_id, now)
+        experiment = _read_experiment(store, agent_id, now, policy)
         if isinstance(experiment, str):
             return ControllerOutcome(agent_id, "no_experiment", experiment, policy=policy.name, as_of=now)
         decision = policy.decide(experiment.snapshot)
@@ -176,6 +204,9 @@ def run_controller_once(
             "reason": decision.reason,
             "as_of": now.isoformat(),
             "hours_running": round(experiment.snapshot.hours_running, 3),
+            "phase": "holdback" if experiment.snapshot.holdback else "experiment",
+            "maturity_hours": experiment.metrics.maturity_hours,
+            "settings": policy.settings(),
             **statistics,
         }
         try:
@@ -198,6 +229,14 @@ def run_controller_once(
 
 def _apply(store: PromptStore, agent_id: str, candidate: Prompt, decision: Decision, audit: dict) -> float:
     expected = candidate.traffic
+    if decision.action in (Action.REVERT, Action.CONCLUDE):
+        revert = decision.action is Action.REVERT
+        store.end_holdback(agent_id, held_back_id=candidate.id, revert=revert, expected_traffic=expected, statistics=audit)
+        return 1.0 if revert else 0.0
+    if decision.action is Action.PROMOTE and decision.new_traffic < 1.0:
+        share = as_traffic(1.0 - decision.new_traffic)
+        store.promote_with_holdback(agent_id, candidate_id=candidate.id, holdback_share=share, expected_traffic=expected, statistics=audit)
+        return float(1 - share)
     if decision.action is Action.PROMOTE:
         store.promote(agent_id, candidate_id=candidate.id, expected_traffic=expected, statistics=audit)
         return 1.0
@@ -210,26 +249,33 @@ def _apply(store: PromptStore, agent_id: str, candidate: Prompt, decision: Decis
 
 
 def experiment_state(
-    engine: sa.Engine, agent_id: str, *, policy: CanaryPolicy | str = "sequential", as_of: datetime | None = None
+    engine: sa.Engine, agent_id: str, *, policy: CanaryPolicy | str = "sequential", as_of: datetime | None = None,
+    settings: Mapping[str, Any] | None = None,
 ) -> dict[str, Any] | None:
     """The live experiment for ``bindu-dspy status``: both arms' metrics, the statistic, hours
     running and what the controller would do now (nothing is written). None without an experiment."""
-    policy = get_policy(policy) if isinstance(policy, str) else policy
+    policy = resolve_policy(policy, agent_id, settings)
     now = _now(as_of)
     store = PromptStore(engine, clock=lambda: now)
-    experiment = _read_experiment(store, agent_id, now)
+    experiment = _read_experiment(store, agent_id, now, policy)
     if isinstance(experiment, str):
         return None
     decision = policy.decide(experiment.snapshot)
 
-    def arm(prompt: Prompt, stats: ArmStats) -> dict[str, Any]:
-        return {"prompt_id": prompt.id, "traffic": float(prompt.traffic), "feedback_tasks": stats.n, "mean_score": stats.mean}
+    def arm(prompt: Prompt, clusters: ArmClusters) -> dict[str, Any]:
+        return {
+            "prompt_id": prompt.id, "traffic": float(prompt.traffic), "feedback_tasks": int(clusters.n),
+            "units": clusters.units, "mean_score": clusters.mean,
+        }  # fmt: skip
 
     return {
         "policy": policy.name,
         "started_at": experiment.metrics.segments[0].start.isoformat(),
         "hours_running": round(experiment.snapshot.hours_running, 2),
         "hours_at_current_traffic": round(experiment.snapshot.hours_at_traffic, 2),
+        "phase": "holdback" if experiment.snapshot.holdback else "experiment",
+        "maturity_hours": experiment.metrics.maturity_hours,
+        "settings": policy.settings(),
         "active": arm(experiment.active, experiment.snapshot.active),
         "candidate": arm(experiment.candidate, experiment.snapshot.candidate),
         "statistics": _finite(decision.statistics),
@@ -296,7 +342,9 @@ def compare_metrics(
         if min(a.n, c.n) < chosen.min_interactions or a.mean == c.mean:
             return None
         return "candidate" if c.mean > a.mean else "active"
-    decision = chosen.decide(ExperimentSnapshot(a, c, traffic=0.5, hours_running=0.0, hours_at_traffic=0.0))
+    decision = chosen.decide(
+        ExperimentSnapshot(a.as_clusters(), c.as_clusters(), traffic=0.5, hours_running=0.0, hours_at_traffic=0.0, shares=(0.5,))
+    )
     if decision.statistics["lower_bound"] > 0 and min(a.n, c.n) >= chosen.min_events_per_arm:
         return "candidate"
     if decision.statistics["upper_bound"] < 0 and min(a.n, c.n) >= chosen.min_events_per_arm:

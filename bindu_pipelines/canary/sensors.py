@@ -30,10 +30,11 @@ def experiment_feedback_count(store: PromptStore, agent_id: str, now: datetime) 
     state = store.serving_state(agent_id)
     if state.active is None or state.candidate is None:
         return None
-    segments = traffic_segments(store, agent_id, state.candidate, now)
+    segments, _ = traffic_segments(store, agent_id, state.candidate, now)
     metrics = experiment_metrics(
-        store.engine, active_id=state.active.id, candidate_id=state.candidate.id, segments=segments, as_of=now
-    )
+        store.engine, active_id=state.active.id, candidate_id=state.candidate.id, segments=segments, as_of=now,
+        agent_id=agent_id,
+    )  # fmt: skip
     return state.candidate.id, metrics.active.stats.n + metrics.candidate.stats.n
 
 

@@ -30,7 +30,7 @@ def test_no_harm_after_the_dwell_ramps_and_audits_the_statistics(engine):
     active, candidate = start_experiment(engine)
     write_rate(engine, active.id, T0 + timedelta(hours=2), 1000, 0.70)
     write_rate(engine, candidate.id, T0 + timedelta(hours=2), 115, 0.72)
-    outcome = run_controller_once(engine, "bot", as_of=T0 + timedelta(hours=13))
+    outcome = run_controller_once(engine, "bot", as_of=T0 + timedelta(hours=25))
     assert (outcome.status, outcome.traffic_before, outcome.traffic_after) == ("applied", 0.1, 0.25)
     store = PromptStore(engine)
     assert store.get_candidate_prompt("bot").traffic == Decimal("0.2500")
@@ -39,29 +39,98 @@ def test_no_harm_after_the_dwell_ramps_and_audits_the_statistics(engine):
     assert step["details"]["action"] == "step" and step["details"]["policy"] == "sequential"
     assert step["details"]["candidate_n"] == 115 and step["details"]["active_n"] == 1000
     assert step["details"]["lower_bound"] < 0 < step["details"]["upper_bound"]
+    # Every audit row carries the settings it was decided with and the maturity window used
+    # (feedback written with its task: the smallest window).
+    assert step["details"]["settings"]["ramp"] == [0.1, 0.25, 0.5] and step["details"]["settings"]["holdback_hours"] == 168.0
+    assert step["details"]["maturity_hours"] == 1.0 and step["details"]["phase"] == "experiment"
     # The dwell restarts at the new stage: an hour later the controller holds.
-    again = run_controller_once(engine, "bot", as_of=T0 + timedelta(hours=14))
+    again = run_controller_once(engine, "bot", as_of=T0 + timedelta(hours=26))
     assert (again.status, again.traffic_after) == ("held", 0.25)
 
 
-def test_significantly_better_candidate_is_promoted_and_the_old_active_deprecated(engine):
+def _promoted_with_holdback(engine):
     store = PromptStore(engine, clock=lambda: T0 - timedelta(days=1))
     active = store.bootstrap("bot", "You are helpful.")
     candidate = PromptStore(engine, clock=lambda: T0).start_experiment("bot", "Better.", source="test", candidate_traffic="0.5")
     write_rate(engine, active.id, T0 + timedelta(hours=3), 1000, 0.60)
     write_rate(engine, candidate.id, T0 + timedelta(hours=3), 1000, 0.80)
-    outcome = run_controller_once(engine, "bot", as_of=T0 + timedelta(hours=20))
-    assert (outcome.status, outcome.decision.action.label, outcome.traffic_after) == ("applied", "promote", 1.0)
+    outcome = run_controller_once(engine, "bot", as_of=T0 + timedelta(hours=30))
+    return store, active, candidate, outcome
+
+
+def test_significantly_better_candidate_is_promoted_and_the_old_prompt_held_back(engine):
+    store, active, candidate, outcome = _promoted_with_holdback(engine)
+    assert (outcome.status, outcome.decision.action.label, outcome.traffic_after) == ("applied", "promote", 0.9)
+    prompts = {p.id: p for p in store.list_prompts("bot")}
+    assert (prompts[candidate.id].status, prompts[candidate.id].traffic) == ("active", Decimal("0.9000"))
+    assert (prompts[active.id].status, prompts[active.id].traffic) == ("candidate", Decimal("0.1000"))
+    events = {e["event"]: e for e in store.list_events("bot") if e["event"] in ("promote", "holdback_start")}
+    assert events["promote"]["prompt_id"] == candidate.id and events["holdback_start"]["prompt_id"] == active.id
+    assert (events["holdback_start"]["from_status"], events["holdback_start"]["to_status"]) == ("active", "candidate")
+    assert events["promote"]["details"]["lower_bound"] > 0
+    # The holdback phase: a new comparison from its start; nothing yet, so it holds.
+    held = run_controller_once(engine, "bot", as_of=T0 + timedelta(hours=31))
+    assert held.status == "held" and "holdback" in held.message
+
+
+def test_holdback_without_evidence_concludes_at_its_end(engine):
+    store, active, candidate, _ = _promoted_with_holdback(engine)
+    start = T0 + timedelta(hours=30)
+    write_rate(engine, candidate.id, start + timedelta(hours=2), 900, 0.70)
+    write_rate(engine, active.id, start + timedelta(hours=2), 100, 0.60)
+    done = run_controller_once(engine, "bot", as_of=start + timedelta(hours=169))
+    assert (done.status, done.decision.action.label) == ("applied", "conclude")
     prompts = {p.id: p for p in store.list_prompts("bot")}
     assert (prompts[candidate.id].status, prompts[candidate.id].traffic) == ("active", Decimal("1.0000"))
     assert (prompts[active.id].status, prompts[active.id].traffic) == ("deprecated", Decimal("0.0000"))
-    promote = [e for e in store.list_events("bot") if e["event"] == "promote"]
-    assert {e["prompt_id"] for e in promote} == {active.id, candidate.id}
-    assert all(e["details"]["lower_bound"] > 0 for e in promote)
-    # The agent is free to train again, and the next iteration has nothing to decide.
-    asyncio.run(ensure_system_stable("bot", engine=engine))
-    after = run_controller_once(engine, "bot", as_of=T0 + timedelta(hours=21))
+    asyncio.run(ensure_system_stable("bot", engine=engine))  # free to train again
+    after = run_controller_once(engine, "bot", as_of=start + timedelta(hours=170))
     assert after.status == "no_experiment" and "no running experiment" in after.message
+
+
+def test_holdback_reverts_when_the_new_prompt_turns_out_worse(engine):
+    store, active, candidate, _ = _promoted_with_holdback(engine)
+    start = T0 + timedelta(hours=30)
+    write_rate(engine, candidate.id, start + timedelta(hours=2), 4500, 0.50)
+    write_rate(engine, active.id, start + timedelta(hours=2), 500, 0.70)
+    reverted = run_controller_once(engine, "bot", as_of=start + timedelta(hours=10))
+    assert (reverted.status, reverted.decision.action.label) == ("applied", "revert")
+    prompts = {p.id: p for p in store.list_prompts("bot")}
+    assert (prompts[active.id].status, prompts[active.id].traffic) == ("active", Decimal("1.0000"))
+    assert (prompts[candidate.id].status, prompts[candidate.id].traffic) == ("rolled_back", Decimal("0.0000"))
+    revert = [e for e in store.list_events("bot") if e["event"] == "holdback_revert"]
+    assert {e["prompt_id"] for e in revert} == {active.id, candidate.id}
+    assert all(e["details"]["phase"] == "holdback" and e["details"]["lower_bound"] > 0 for e in revert)
+
+
+def test_without_a_holdback_the_old_active_is_deprecated_at_once(engine):
+    store = PromptStore(engine, clock=lambda: T0 - timedelta(days=1))
+    active = store.bootstrap("bot", "You are helpful.")
+    candidate = PromptStore(engine, clock=lambda: T0).start_experiment("bot", "Better.", source="test", candidate_traffic="0.5")
+    write_rate(engine, active.id, T0 + timedelta(hours=3), 1000, 0.60)
+    write_rate(engine, candidate.id, T0 + timedelta(hours=3), 1000, 0.80)
+    outcome = run_controller_once(engine, "bot", as_of=T0 + timedelta(hours=30), settings={"holdback_share": 0})
+    assert (outcome.decision.action.label, outcome.traffic_after) == ("promote", 1.0)
+    prompts = {p.id: p for p in store.list_prompts("bot")}
+    assert (prompts[active.id].status, prompts[candidate.id].status) == ("deprecated", "active")
+
+
+def test_agent_settings_file_and_run_settings_tune_the_policy(engine, tmp_path, monkeypatch):
+    active, candidate = start_experiment(engine)
+    write_rate(engine, active.id, T0 + timedelta(hours=2), 1000, 0.70)
+    write_rate(engine, candidate.id, T0 + timedelta(hours=2), 115, 0.72)
+    settings_file = tmp_path / "canary.toml"
+    settings_file.write_text('["*"]\nholdback_hours = 72\n["bot"]\nmin_stage_hours = 4\nramp = [0.1, 0.3]\n')
+    monkeypatch.setenv("BINDU_CANARY_SETTINGS", str(settings_file))
+    outcome = run_controller_once(engine, "bot", as_of=T0 + timedelta(hours=5))
+    assert (outcome.status, outcome.traffic_after) == ("applied", 0.3)
+    step = [e for e in PromptStore(engine).list_events("bot") if e["event"] == "step"][-1]
+    assert step["details"]["settings"]["min_stage_hours"] == 4.0 and step["details"]["settings"]["holdback_hours"] == 72.0
+    state = experiment_state(engine, "bot", as_of=T0 + timedelta(hours=6), settings={"maturity_hours": "3"})
+    assert state["settings"]["maturity_hours"] == 3.0 and state["maturity_hours"] == 3.0
+    settings_file.write_text('["bot"]\nmin_stage_hour = 4\n')
+    with pytest.raises(ValueError, match="unknown canary setting 'min_stage_hour'"):
+        run_controller_once(engine, "bot", as_of=T0 + timedelta(hours=7))
 
 
 def test_harmful_candidate_is_rolled_back_at_the_first_stage(engine):
@@ -124,7 +193,7 @@ def test_two_concurrent_controller_runs_apply_one_decision(postgres_url):
     def controller_run():
         engine = make_engine(postgres_url)  # each run has its own connections
         try:
-            outcomes.append(run_controller_once(engine, "bot", policy=_BarrierPolicy(barrier), as_of=T0 + timedelta(hours=13)))
+            outcomes.append(run_controller_once(engine, "bot", policy=_BarrierPolicy(barrier), as_of=T0 + timedelta(hours=25)))
         finally:
             engine.dispose()
 
