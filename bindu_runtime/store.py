@@ -550,6 +550,69 @@ class PromptStore:
             raise InvariantViolation(f"agent {agent_id!r}: active + candidate traffic would be {total}, not 1")
 
 
+    # ------------------------------------------- canary holdback (issue 15; owner: CANARY)
+    # After a promotion with a holdback the old active prompt stays as the agent's candidate row
+    # at the holdback share: the one-active / one-candidate indexes and the traffic-sum rule hold
+    # throughout, and the phase is the candidate's last audit event ("holdback_start").
+
+    def promote_with_holdback(
+        self,
+        agent_id: str,
+        *,
+        candidate_id: str,
+        holdback_share: Decimal | float | str,
+        expected_traffic: Decimal | float | str | None = None,
+        statistics: Mapping[str, Any] | None = None,
+    ) -> ServingState:
+        """The candidate becomes active at 1 - holdback_share; the old active is held back as the
+        candidate at holdback_share. One transaction, audited as 'promote' and 'holdback_start'."""
+        share = as_traffic(holdback_share)
+        if not NO_TRAFFIC < share < FULL_TRAFFIC:
+            raise InvariantViolation(f"a holdback share must be strictly between 0 and 1, got {share}")
+        expected = None if expected_traffic is None else as_traffic(expected_traffic)
+        with write_transaction(self._scoped(agent_id)) as connection:
+            state = self._locked_experiment(connection, agent_id, candidate_id, expected)
+            old, new = state.active, state.candidate
+            now = self._clock()
+            # The old active leaves the active slot first (the indexes are checked per statement);
+            # its net change, active -> candidate, is what the audit records.
+            connection.execute(
+                agent_prompts.update().where(agent_prompts.c.id == old.id).values(status="deprecated", traffic=NO_TRAFFIC, updated_at=now)
+            )
+            self._update(connection, new, "active", FULL_TRAFFIC - share, event="promote", statistics=statistics)
+            connection.execute(
+                agent_prompts.update().where(agent_prompts.c.id == old.id).values(status="candidate", traffic=share, updated_at=now)
+            )
+            self._audit(connection, old.id, agent_id, "holdback_start", old.status, "candidate", old.traffic, share, statistics, now)
+            self._check_invariants(connection, agent_id)
+            return self._serving(connection, agent_id, lock=False)
+
+    def end_holdback(
+        self,
+        agent_id: str,
+        *,
+        held_back_id: str,
+        revert: bool,
+        expected_traffic: Decimal | float | str | None = None,
+        statistics: Mapping[str, Any] | None = None,
+    ) -> ServingState:
+        """End a holdback in one transaction: ``revert`` brings the held-back prompt back as the
+        active at 100 % and rolls the promoted one back; otherwise the held-back prompt is
+        deprecated and the promoted one serves 100 %."""
+        expected = None if expected_traffic is None else as_traffic(expected_traffic)
+        event = "holdback_revert" if revert else "holdback_conclude"
+        with write_transaction(self._scoped(agent_id)) as connection:
+            state = self._locked_experiment(connection, agent_id, held_back_id, expected)
+            held_back, promoted = state.candidate, state.active
+            if revert:
+                self._update(connection, promoted, "rolled_back", NO_TRAFFIC, event=event, statistics=statistics)
+                self._update(connection, held_back, "active", FULL_TRAFFIC, event=event, statistics=statistics)
+            else:
+                self._update(connection, held_back, "deprecated", NO_TRAFFIC, event=event, statistics=statistics)
+                self._update(connection, promoted, "active", FULL_TRAFFIC, event=event, statistics=statistics)
+            self._check_invariants(connection, agent_id)
+            return self._serving(connection, agent_id, lock=False)
+
 def _require_text(prompt_text: str) -> None:
     if not isinstance(prompt_text, str) or not prompt_text.strip():
         raise InvariantViolation("a prompt needs non-empty text")
