@@ -6,23 +6,41 @@ the runs the schedules and sensors start.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import dagster as dg
 
 from bindu_pipelines.errors import UnknownAgent
-from bindu_pipelines.names import BINDU_DB
+from bindu_pipelines.instance import CLAIM_TAG, RunClaimed, claim_agent_run, dead_reason, fail_dead_run, open_instance
+from bindu_pipelines.names import BINDU_DB, CANARY_JOB, TRAINING_JOB
 from bindu_pipelines.partitions import ensure_agent_partition
 from bindu_pipelines.resources import BinduDatabase
 from bindu_runtime import PromptStore, make_engine
+from bindu_runtime.errors import ExperimentRunning
 
-__all__ = ["UnknownAgent", "ensure_agent_partition", "in_progress_runs", "run_job_for_agent", "step_failure_reason"]
+__all__ = [
+    "RunInProgress", "UnknownAgent", "ensure_agent_partition", "in_progress_runs", "run_job_for_agent", "step_failure_reason",
+]  # fmt: skip
+
+# Dagster's tag for a run's partition: every run of a job for one agent, however it was started.
+PARTITION_TAG = "dagster/partition"
 
 
-def in_progress_runs(instance: dg.DagsterInstance, job_name: str, tags: Mapping[str, str]) -> list[dg.DagsterRun]:
-    """Runs of ``job_name`` with these tags that are queued or running right now."""
-    return list(
+class RunInProgress(ExperimentRunning, RuntimeError):
+    """A run of this job for this agent is queued or running (here or on another machine)."""
+
+
+def in_progress_runs(
+    instance: dg.DagsterInstance, job_name: str, tags: Mapping[str, str], *, held_claim: str | None = None
+) -> list[dg.DagsterRun]:
+    """Runs of ``job_name`` with these tags that are queued or running right now.
+
+    A run recorded as in progress whose process is gone (``bindu_pipelines.instance.dead_reason``:
+    killed, out of memory) is marked failed with the reason on the way, and not returned: it blocks nothing.
+    """
+    recorded = list(
         instance.get_runs(
             filters=dg.RunsFilter(
                 job_name=job_name,
@@ -36,6 +54,19 @@ def in_progress_runs(instance: dg.DagsterInstance, job_name: str, tags: Mapping[
             )
         )
     )
+    alive = []
+    for run in recorded:
+        reason = dead_reason(instance, run, held_claim=held_claim)
+        if reason is None:
+            alive.append(run)
+        else:
+            fail_dead_run(instance, run, reason)
+    return alive
+
+
+def _refuse_in_progress(job_name: str, agent_id: str, where: str) -> RunInProgress:
+    kind = {TRAINING_JOB: "training", CANARY_JOB: "canary"}.get(job_name, job_name)
+    return RunInProgress(f"a {kind} run for {agent_id!r} is already in progress ({where})")
 
 
 def run_job_for_agent(
@@ -49,12 +80,14 @@ def run_job_for_agent(
 ) -> dg.ExecuteInProcessResult:
     """Execute ``job_name`` for the agent's partition in this process, recorded in the instance.
 
-    Raises UnknownAgent for an agent without prompts. The result is returned whether the run
-    succeeded or not (``raise_on_error=False``); callers report ``result.success``.
+    Raises UnknownAgent for an agent without prompts, RunInProgress when a run of this job for
+    the agent is live (a process here holds its claim, or a live run is recorded). The result is
+    returned whether the run succeeded or not (``raise_on_error=False``); callers report
+    ``result.success``. The run records the host, pid and claim it runs under (``bindu/…`` tags).
     """
     if definitions is None:
         from bindu_pipelines.definitions import defs as definitions
-    instance = instance or dg.DagsterInstance.get()
+    instance = instance or open_instance()
     database = definitions.resources.get(BINDU_DB) if definitions.resources else None
     configured = database if isinstance(database, BinduDatabase) else BinduDatabase()
     # A fresh engine: the definitions' resource object is shared by every run in this process, and
@@ -65,13 +98,28 @@ def run_job_for_agent(
     finally:
         engine.dispose()
     job = definitions.resolve_job_def(job_name)
-    return job.execute_in_process(
-        run_config=dict(run_config or {}),
-        instance=instance,
-        partition_key=agent_id,
-        tags=dict(tags or {}),
-        raise_on_error=False,
-    )
+    with _claim(instance, job_name, agent_id) as claim_tags:
+        # Under the claim, checked again: runs of the daemon or of another machine count too, and
+        # a recorded run under this very claim is a dead one (its process released the claim).
+        running = in_progress_runs(instance, job_name, {PARTITION_TAG: agent_id}, held_claim=claim_tags[CLAIM_TAG])
+        if running:
+            raise _refuse_in_progress(job_name, agent_id, f"run {running[0].run_id}")
+        return job.execute_in_process(
+            run_config=dict(run_config or {}),
+            instance=instance,
+            partition_key=agent_id,
+            tags={**(tags or {}), **claim_tags},
+            raise_on_error=False,
+        )
+
+
+@contextlib.contextmanager
+def _claim(instance: dg.DagsterInstance, job_name: str, agent_id: str) -> Iterator[dict[str, str]]:
+    try:
+        with claim_agent_run(instance, job_name, agent_id) as claim_tags:
+            yield claim_tags
+    except RunClaimed:
+        raise _refuse_in_progress(job_name, agent_id, "another process on this machine holds its claim") from None
 
 
 def step_failure_reason(result: dg.ExecuteInProcessResult, *, default: str = "the run failed") -> str:

@@ -31,7 +31,7 @@ import sqlalchemy.exc
 
 from bindu_runtime import BinduError
 
-COMMAND_MODULES = ("db", "demo", "status", "train", "canary", "simulate", "report")
+COMMAND_MODULES = ("db", "demo", "status", "train", "canary", "simulate", "report", "runs")
 EXIT_DONE, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 DEFAULT_DAGSTER_HOME = Path("~/.bindu-dspy/dagster_home")

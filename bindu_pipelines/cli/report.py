@@ -48,12 +48,12 @@ def _gate_line(instance, agent_id: str, candidate_id: str) -> str:
 
 
 def run_report(args) -> int:
-    import dagster as dg
-
     from bindu_pipelines.canary.chart import trajectory_from_instance, write_report
     from bindu_pipelines.cli import CommandFailed
 
-    instance = dg.DagsterInstance.get()
+    from bindu_pipelines.instance import open_instance  # storage initialised once, under a lock
+
+    instance = open_instance()
     candidate = _latest_candidate(instance, args.agent)
     if candidate is None:
         raise CommandFailed(

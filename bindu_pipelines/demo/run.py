@@ -201,7 +201,9 @@ def run_demo(
     now = datetime.now(UTC).replace(microsecond=0)
     story_start = now - timedelta(hours=hours)
     engine = make_engine(url)
-    instance = instance or dg.DagsterInstance.get()
+    from bindu_pipelines.instance import open_instance  # storage initialised once, under a lock
+
+    instance = instance or open_instance()
     bars = {"disable": not progress, "file": progress_file, "mininterval": 1.0}
     try:
         upgrade(engine)

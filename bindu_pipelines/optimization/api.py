@@ -200,7 +200,9 @@ def launch_training(
         engine.dispose()
     if guard:
         raise ExperimentActive(f"{guard}; the canary decides it first (bindu-dspy status --agent {agent_id})")
-    instance = instance or dg.DagsterInstance.get()
+    from bindu_pipelines.instance import open_instance  # storage initialised once, under a lock
+
+    instance = instance or open_instance()
     tags = training_tags(agent_id)
     running = in_progress_runs(instance, TRAINING_JOB, tags)
     if running:
