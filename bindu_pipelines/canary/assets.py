@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 import dagster as dg
 from pydantic import Field
 
+from bindu_pipelines.canary.chart import trajectory_metadata
 from bindu_pipelines.canary.controller import ControllerOutcome, DatabaseUnavailable, run_controller_once
 from bindu_pipelines.canary.policy import available_policies
 from bindu_pipelines.errors import UnknownAgent
@@ -42,6 +43,9 @@ class CanaryConfig(dg.Config):
     as_of: str | None = Field(
         default=None, description="ISO timestamp to decide as of (back-fills, simulations); default: now."
     )
+    settings: dict[str, str] = Field(
+        default_factory=dict, description="Policy settings for this run (canary.settings: ramp, min_stage_hours, holdback_hours, ...)."
+    )
 
     def as_of_datetime(self) -> datetime | None:
         if self.as_of is None:
@@ -53,7 +57,7 @@ class CanaryConfig(dg.Config):
 def _number(value: float | None) -> dg.MetadataValue | None:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return None
-    return dg.MetadataValue.float(float(value))
+    return dg.MetadataValue.float(round(float(value), 4))  # readable in the UI, exact enough to decide
 
 
 def _summary(outcome: ControllerOutcome) -> str:
@@ -117,11 +121,16 @@ def outcome_metadata(outcome: ControllerOutcome) -> dict[str, dg.MetadataValue]:
 def traffic_decision(context: dg.AssetExecutionContext, config: CanaryConfig, bindu_db: BinduDatabase) -> dg.MaterializeResult:
     agent_id = context.partition_key
     try:
-        outcome = run_controller_once(bindu_db.engine(), agent_id, policy=config.policy, as_of=config.as_of_datetime())
+        outcome = run_controller_once(
+            bindu_db.engine(), agent_id, policy=config.policy, as_of=config.as_of_datetime(), settings=config.settings
+        )
     except (UnknownAgent, DatabaseUnavailable, ValueError) as exc:
         raise dg.Failure(description=str(exc)) from exc
     context.log.info(outcome.message)
-    return dg.MaterializeResult(metadata=outcome_metadata(outcome))
+    metadata = outcome_metadata(outcome)
+    # The experiment's whole trajectory on its own time axis, as a chart and a table (issue 14).
+    metadata.update(trajectory_metadata(context.instance, agent_id, metadata))
+    return dg.MaterializeResult(metadata=metadata)
 
 
 canary_job = dg.define_asset_job(

@@ -164,3 +164,16 @@ def write_report(agent_id: str, points: Sequence[Mapping[str, Any]], out_dir: Pa
     png_path.write_bytes(chart_png(points, agent_id))
     html_path.write_text(report_html(agent_id, png_path.name, points, gate))
     return png_path, html_path
+
+
+def trajectory_metadata(instance, agent_id: str, current: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``trajectory`` metadata of a ``traffic_decision`` materialization: the chart and the
+    table of the whole experiment so far (earlier materializations plus this one). Empty when no
+    experiment is running."""
+    import dagster as dg
+
+    point = point_from_metadata(current)
+    if not point["candidate_id"]:
+        return {}
+    points = trajectory_from_instance(instance, agent_id, point["candidate_id"]) + [point]
+    return {"trajectory": dg.MetadataValue.md(chart_markdown(chart_png(points, agent_id), points, agent_id))}

@@ -164,8 +164,8 @@ async def seed_example_canary_controller(agent_id):
     # "Canary Controller": compare, then step
     from bindu_pipelines.compat import compare_metrics, ensure_system_stable, promote_step, rollback_step, select_prompt_with_canary
 
-    active = {"num_interactions": 40, "average_feedback_score": 0.5}
-    candidate = {"num_interactions": 40, "average_feedback_score": 0.9}
+    active = {"num_interactions": 400, "average_feedback_score": 0.5}
+    candidate = {"num_interactions": 400, "average_feedback_score": 0.9}
     # Compare metrics
     winner = compare_metrics(active, candidate)
 
