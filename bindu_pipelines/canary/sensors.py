@@ -45,7 +45,7 @@ def _run_request(agent_id: str, run_key: str | None) -> dg.RunRequest:
 @dg.sensor(
     job=canary_job,
     minimum_interval_seconds=300,
-    default_status=dg.DefaultSensorStatus.STOPPED,
+    default_status=dg.DefaultSensorStatus.RUNNING,  # acts only while an experiment is live
     description=f"Runs the canary for an agent whose experiment has at least {MIN_NEW_FEEDBACK} new feedback events since its last run.",
 )
 def canary_sensor(context: dg.SensorEvaluationContext, bindu_db: BinduDatabase) -> dg.SensorResult | dg.SkipReason:
