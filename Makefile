@@ -3,11 +3,14 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+BINDU_VENV := .venv-bindu
+BINDU_STAMP := $(BINDU_VENV)/.installed-stamp
+BINDU_REQUIREMENTS := tests/bindu_real/requirements.txt
 export DAGSTER_HOME := $(CURDIR)/dagster_home
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 PYTEST_ARGS ?=
 
-.PHONY: install demo test ui clean-demo
+.PHONY: install bindu-venv demo test ui clean-demo
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,13 +20,24 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+## The real `bindu` server the tests in tests/bindu_real start: a second venv on CPython >= 3.12
+## (found at run time) with bindu from PyPI and our runtime without the pipelines extra, as an
+## agent installs them. Rebuilt in place when the requirements or pyproject.toml change.
+$(BINDU_STAMP): $(BINDU_REQUIREMENTS) pyproject.toml
+	test -x $(BINDU_VENV)/bin/python || { py=$$(sh tests/bindu_real/find_python.sh) && "$$py" -m venv $(BINDU_VENV); }
+	$(BINDU_VENV)/bin/pip install --quiet --upgrade pip
+	$(BINDU_VENV)/bin/pip install --quiet -r $(BINDU_REQUIREMENTS) -e .
+	touch $(BINDU_STAMP)
+
+bindu-venv: $(BINDU_STAMP)
+
 ## The main job on the embedded default: a fresh SQLite demo database under dagster_home/, the
 ## offline model. Re-runnable: each run starts over (--reset deletes only dagster_home/bindu.sqlite).
 demo: $(STAMP)
 	$(BIN)/bindu-dspy demo run --reset
 
 ## The whole test suite, on SQLite and PostgreSQL (127.0.0.1:5432).
-test: $(STAMP)
+test: $(STAMP) $(BINDU_STAMP)
 	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
 
 ## The Dagster UI on the same dagster_home as the demo.
