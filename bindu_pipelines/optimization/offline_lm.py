@@ -221,7 +221,8 @@ def _field_value(name: str, kind: str, inputs: dict[str, str], variant: int | No
         except json.JSONDecodeError:
             modules = []
         current = inputs.get("modules_defn", "")
-        advice = " ".join(_advice(inputs, current, variant))
+        # One directive a line: the stored prompt (and its diff in the UI) reads in full, line by line.
+        advice = "\n".join(_advice(inputs, current, variant))
         return {str(m): advice for m in modules} if advice else {}
     if kind in ("float", "int"):
         return _numeric(inputs)
