@@ -108,16 +108,30 @@ def bindu_task(
     return task_id
 
 
-def bindu_feedback(engine: sa.Engine, agent_id: str, task_id: uuid.UUID, *, rating: int, feedback: str = "") -> int:
-    """A row as Bindu's ``tasks/feedback`` method writes it; returns its id."""
+def bindu_feedback(
+    engine: sa.Engine, agent_id: str, task_id: uuid.UUID, *, rating: int, feedback: str = "",
+    created_at: datetime | None = None,
+) -> int:
+    """A row as Bindu's ``tasks/feedback`` method writes it (``created_at`` may be set to model a
+    skewed clock); returns its id."""
     postgres = engine.dialect.name == "postgresql"
-    data = {"task_id": str(task_id), "feedback": feedback, "rating": rating, "metadata": {},
-            "timestamp": datetime.now(UTC).isoformat()}
+    moment = created_at or datetime.now(UTC)
+    data = {"task_id": str(task_id), "feedback": feedback, "rating": rating, "metadata": {}, "timestamp": moment.isoformat()}
     with engine.begin() as connection:
         return connection.execute(
             sa.text(
-                f"INSERT INTO {layout.qualified_table(connection, agent_id, 'task_feedback')} (task_id, feedback_data) "
-                "VALUES (:task_id, :data) RETURNING id"
+                f"INSERT INTO {layout.qualified_table(connection, agent_id, 'task_feedback')} (task_id, feedback_data, created_at) "
+                "VALUES (:task_id, :data, :at) RETURNING id"
             ),
-            {"task_id": str(task_id) if postgres else task_id.hex, "data": json.dumps(data)},
+            {"task_id": str(task_id) if postgres else task_id.hex, "data": json.dumps(data), "at": moment},
         ).scalar_one()
+
+
+def stamp(engine: sa.Engine, agent_id: str, task_id: uuid.UUID, prompt_id: str) -> None:
+    """Mark a task as served by ``prompt_id`` (what the router's stamp leaves behind)."""
+    postgres = engine.dialect.name == "postgresql"
+    with engine.begin() as connection:
+        connection.execute(
+            sa.text(f"UPDATE {layout.qualified_table(connection, agent_id, 'tasks')} SET prompt_id = :p WHERE id = :id"),
+            {"p": prompt_id, "id": str(task_id) if postgres else task_id.hex},
+        )
