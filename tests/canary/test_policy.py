@@ -1,211 +1,257 @@
 """Canary decision policy: single decisions on hand-built snapshots, then error rates by simulation.
 
-The statistical tests run the simulator (the same vectorised code the controller calls) with
-fixed seeds and enough runs that DESIGN §8's targets are asserted with a margin of several
-binomial standard errors.
+The simulations run the same vectorised policy code the controller calls, on traffic with users
+(several correlated events), arm-dependent delays, daily swings and novelty, with fixed seeds and
+small run counts; each bound has a margin the old per-event analysis would fail.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
 
 from bindu_pipelines.canary.policy import (
     Action,
+    ArmClusters,
     ArmStats,
     ExperimentSnapshot,
     SeedPolicy,
     SequentialPolicy,
-    SplitCounts,
+    Stratum,
+    coerce_settings,
     get_policy,
+    maturity_from_delays,
     mixture_radius,
 )
-from bindu_pipelines.canary.simulate import Scenario, rating_probabilities, simulate
+from bindu_pipelines.canary.simulate import Scenario, simulate
 
 POLICY = SequentialPolicy()
 
 
-def thumbs(n: int, rate: float) -> ArmStats:
+def independent(n: int, rate: float) -> Stratum:
     ones = round(n * rate)
-    return ArmStats(n=n, total=ones, total_sq=ones)
+    return Stratum.from_units([(1, 1)] * ones + [(1, 0)] * (n - ones))
 
 
-def snapshot(active, candidate, *, traffic=0.5, hours=48.0, dwell=24.0, split=None) -> ExperimentSnapshot:
-    return ExperimentSnapshot(active, candidate, traffic, hours, dwell, split)
+def clustered(users: int, events: int, rate: float) -> Stratum:
+    """Users whose events are all alike (correlation 1): the most a cluster can inflate variance."""
+    happy = round(users * rate)
+    return Stratum.from_units([(events, events)] * happy + [(events, 0)] * (users - happy))
+
+
+def snapshot(active, candidate, *, traffic=0.5, hours=48.0, dwell=30.0, shares=None, first_units=(), holdback=False):
+    active = active if isinstance(active, tuple) else (active,)
+    candidate = candidate if isinstance(candidate, tuple) else (candidate,)
+    return ExperimentSnapshot(
+        ArmClusters(active), ArmClusters(candidate), traffic, hours, dwell,
+        shares or (traffic,) * len(active), first_units, holdback,
+    )  # fmt: skip
+
+
+# --- the statistics ---------------------------------------------------------------------
+
+
+def test_clustered_units_widen_the_bounds_that_the_same_events_as_independent_would_give():
+    # 2000 events each arm: as independent events an 8-point gap is significant, as 200 users of
+    # 10 alike events it is not (the unit is what the router randomised).
+    as_events = POLICY.decide(snapshot(independent(2000, 0.60), independent(2000, 0.68)))
+    as_users = POLICY.decide(snapshot(clustered(200, 10, 0.60), clustered(200, 10, 0.68)))
+    assert as_events.statistics["difference"] == pytest.approx(as_users.statistics["difference"])
+    assert as_users.statistics["standard_error"] > 2.5 * as_events.statistics["standard_error"]
+    assert as_events.statistics["lower_bound"] > 0 > as_users.statistics["lower_bound"]
+
+
+def test_strata_are_compared_within_and_never_pooled_across_a_split_change():
+    # Both arms 0.5 in the first segment and 0.7 in the second (a time trend): pooled, the candidate,
+    # which got more of the later traffic, would look 8 points better; within segments it is equal.
+    active = (independent(900, 0.5), independent(500, 0.7))
+    candidate = (independent(100, 0.5), independent(500, 0.7))
+    decision = POLICY.decide(snapshot(active, candidate, shares=(0.1, 0.5)))
+    pooled = (50 + 350) / 600 - (450 + 350) / 1400
+    assert pooled > 0.08
+    assert decision.statistics["difference"] == pytest.approx(0.0, abs=1e-12)
+    assert decision.action is not Action.PROMOTE
+
+
+def test_maturity_window_is_the_slowest_groups_high_quantile_within_bounds():
+    rng = np.random.default_rng(1)
+    fast, slow = rng.exponential(2.0, 5000), rng.exponential(12.0, 5000)
+    assert maturity_from_delays([fast]) == pytest.approx(np.ceil(np.quantile(fast, 0.995)))
+    assert maturity_from_delays([fast, slow]) == pytest.approx(np.ceil(np.quantile(slow, 0.995)))
+    assert maturity_from_delays([rng.exponential(100.0, 5000)]) == 120.0
+    assert maturity_from_delays([[0.0, 0.0]]) == 1.0 and maturity_from_delays([]) == 24.0
+
+
+def test_confidence_sequence_narrows_as_information_grows():
+    radii = mixture_radius(np.array([100.0, 1_000.0, 10_000.0]), 0.05, 400.0)
+    assert radii[0] > radii[1] > radii[2] > 0
+    assert np.isinf(mixture_radius(np.array([0.0]), 0.05, 400.0))[0]
 
 
 # --- single decisions -------------------------------------------------------------------
 
 
-def test_clear_winner_at_the_last_ramp_stage_is_promoted_with_its_bounds():
-    decision = POLICY.decide(snapshot(thumbs(2000, 0.70), thumbs(2000, 0.80)))
-    assert decision.action is Action.PROMOTE and decision.new_traffic == 1.0
-    stats = decision.statistics
-    assert stats["lower_bound"] > 0 and stats["difference"] == pytest.approx(0.10)
-    assert stats["active_n"] == 2000 and stats["candidate_mean"] == pytest.approx(0.80)
+def test_clear_winner_at_the_last_stage_is_promoted_keeping_a_holdback():
+    decision = POLICY.decide(snapshot(independent(2000, 0.70), independent(2000, 0.80)))
+    assert decision.action is Action.PROMOTE and decision.new_traffic == pytest.approx(0.9)
+    assert decision.statistics["lower_bound"] > 0 and decision.statistics["recent_difference"] == pytest.approx(0.10)
+    no_holdback = SequentialPolicy(holdback_share=0.0).decide(snapshot(independent(2000, 0.70), independent(2000, 0.80)))
+    assert (no_holdback.action, no_holdback.new_traffic) == (Action.PROMOTE, 1.0)
 
 
-def test_clear_winner_below_the_last_stage_ramps_instead_of_jumping_to_100():
-    decision = POLICY.decide(snapshot(thumbs(3000, 0.70), thumbs(400, 0.85), traffic=0.10))
-    assert decision.action is Action.STEP and decision.new_traffic == 0.25
+def test_winner_whose_recent_segment_has_faded_is_held():
+    early = (independent(2000, 0.60), independent(2000, 0.60))
+    active = (independent(3000, 0.60), independent(1000, 0.60))
+    candidate = (independent(1000, 0.75), independent(1000, 0.59))
+    decision = POLICY.decide(snapshot(active, candidate, shares=(0.25, 0.5)))
+    assert decision.statistics["lower_bound"] > 0 > decision.statistics["recent_difference"]
+    assert decision.action is Action.HOLD and "recent window" in decision.reason
+    assert early  # the same gap with a positive recent segment is promoted:
+    assert POLICY.decide(snapshot(active, (independent(1000, 0.75), independent(1000, 0.62)), shares=(0.25, 0.5))).action is Action.PROMOTE
 
 
-def test_winner_waits_for_the_dwell_time_at_the_last_stage():
-    decision = POLICY.decide(snapshot(thumbs(2000, 0.70), thumbs(2000, 0.80), dwell=3.0))
-    assert decision.action is Action.HOLD and "dwelling" in decision.reason
+def test_no_harm_after_the_dwell_ramps_one_stage_and_the_dwell_is_respected():
+    step = POLICY.decide(snapshot(independent(1500, 0.70), independent(400, 0.70), traffic=0.25))
+    assert (step.action, step.new_traffic) == (Action.STEP, 0.50)
+    waiting = POLICY.decide(snapshot(independent(1500, 0.70), independent(400, 0.70), traffic=0.25, dwell=3.0))
+    assert waiting.action is Action.HOLD
 
 
 def test_significantly_worse_candidate_is_rolled_back_at_any_stage():
-    decision = POLICY.decide(snapshot(thumbs(3000, 0.70), thumbs(300, 0.45), traffic=0.10, dwell=1.0))
-    assert decision.action is Action.ROLLBACK and decision.new_traffic == 0.0
-    assert decision.statistics["upper_bound"] < 0 and "harm" in decision.reason
+    decision = POLICY.decide(snapshot(independent(3000, 0.70), independent(300, 0.45), traffic=0.10, dwell=1.0))
+    assert (decision.action, decision.new_traffic) == (Action.ROLLBACK, 0.0) and "harm" in decision.reason
 
 
-def test_no_harm_after_the_dwell_time_ramps_to_the_next_stage():
-    decision = POLICY.decide(snapshot(thumbs(1500, 0.70), thumbs(400, 0.70), traffic=0.25))
-    assert decision.action is Action.STEP and decision.new_traffic == 0.50
+def test_too_few_events_and_the_maximum_duration():
+    assert "too few" in POLICY.decide(snapshot(independent(500, 0.2), independent(10, 1.0), first_units=((10, 10),))).reason
+    timeout = POLICY.decide(snapshot(independent(8000, 0.70), independent(8000, 0.70), hours=336.0))
+    assert timeout.action is Action.ROLLBACK and "maximum duration" in timeout.reason
 
 
-def test_ramp_is_held_while_the_candidate_trails_by_more_than_the_tolerance():
-    decision = POLICY.decide(snapshot(thumbs(1000, 0.70), thumbs(60, 0.62), traffic=0.10))
-    assert decision.action is Action.HOLD and "tolerance" in decision.reason
+def test_sample_ratio_counts_units_once_and_a_mismatch_holds():
+    winner = (independent(2000, 0.70), independent(2000, 0.80))
+    fine = POLICY.decide(snapshot(*winner, first_units=((2000, 2000),)))
+    assert fine.action is Action.PROMOTE
+    skewed = POLICY.decide(snapshot(*winner, first_units=((2300, 1700),)))
+    assert skewed.action is Action.HOLD and "sample-ratio" in skewed.reason and skewed.statistics["srm_mismatch"] == 1.0
 
 
-def test_too_few_events_hold_even_with_a_huge_difference():
-    decision = POLICY.decide(snapshot(thumbs(500, 0.2), thumbs(10, 1.0), traffic=0.5))
-    assert decision.action is Action.HOLD and "too few" in decision.reason
-
-
-def test_inconclusive_experiment_is_rolled_back_at_the_maximum_duration():
-    inconclusive = snapshot(thumbs(8000, 0.70), thumbs(8000, 0.70), hours=336.0)
-    assert POLICY.decide(inconclusive).action is Action.ROLLBACK
-    assert "maximum duration" in POLICY.decide(inconclusive).reason
-    before = snapshot(thumbs(8000, 0.70), thumbs(8000, 0.70), hours=335.0)
-    assert POLICY.decide(before).action is Action.HOLD
-
-
-def test_sample_ratio_mismatch_holds_a_would_be_promotion():
-    # Configured 50 %, but the candidate only got 40 % of 4 000 routed units.
-    split = SplitCounts.from_segments([(2400, 1600, 0.5)])
-    decision = POLICY.decide(snapshot(thumbs(2400, 0.70), thumbs(1600, 0.85), split=split))
-    assert decision.action is Action.HOLD and "sample-ratio" in decision.reason
-    assert decision.statistics["srm_mismatch"] == 1.0 and decision.statistics["srm_z"] < -10
-    matching = SplitCounts.from_segments([(2010, 1990, 0.5)])
-    assert POLICY.decide(snapshot(thumbs(2010, 0.70), thumbs(1990, 0.85), split=matching)).action is Action.PROMOTE
-
-
-def test_split_counts_combine_segments_with_their_own_shares():
-    split = SplitCounts.from_segments([(900, 100, 0.1), (750, 250, 0.25)])
-    assert split.observed == 350 and split.expected == pytest.approx(350)
-    assert split.variance == pytest.approx(1000 * 0.1 * 0.9 + 1000 * 0.25 * 0.75)
-
-
-def test_rating_scale_variance_is_smaller_so_the_same_gap_is_more_significant():
-    # Same means and counts; ratings concentrated near the mean have a smaller variance.
-    rating_a = ArmStats(n=600, total=600 * 0.70, total_sq=600 * (0.70**2 + 0.03))
-    rating_c = ArmStats(n=600, total=600 * 0.75, total_sq=600 * (0.75**2 + 0.03))
-    rated = POLICY.decide(snapshot(rating_a, rating_c)).statistics
-    thumbed = POLICY.decide(snapshot(thumbs(600, 0.70), thumbs(600, 0.75))).statistics
-    assert rated["difference"] == pytest.approx(thumbed["difference"])
-    assert rated["lower_bound"] > thumbed["lower_bound"] and rated["z"] > thumbed["z"]
-
-
-def test_arm_stats_refuse_scores_outside_zero_one():
-    with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        ArmStats(n=2, total=3.0, total_sq=3.0)
-    with pytest.raises(ValueError, match="non-negative"):
-        ArmStats(n=-1, total=0, total_sq=0)
-    assert ArmStats.from_scores([0.0, 0.25, 1.0]) == ArmStats(3, 1.25, 1.0625)
-
-
-def test_confidence_sequence_narrows_as_information_grows():
-    radii = mixture_radius(np.array([100.0, 1_000.0, 10_000.0, 100_000.0]), 0.05, 400.0)
-    assert np.all(np.diff(radii) < 0) and np.isinf(mixture_radius(np.array([0.0]), 0.05, 400.0)[0])
+def test_holdback_reverts_on_a_better_old_prompt_and_concludes_at_its_end():
+    # In the holdback the candidate row is the old prompt.
+    worse_new = POLICY.decide(snapshot(independent(4000, 0.55), independent(500, 0.70), traffic=0.1, hours=20, holdback=True))
+    assert (worse_new.action, worse_new.new_traffic) == (Action.REVERT, 1.0)
+    collecting = POLICY.decide(snapshot(independent(900, 0.70), independent(100, 0.70), traffic=0.1, hours=20, holdback=True))
+    assert collecting.action is Action.HOLD and "holdback" in collecting.reason
+    ahead_old = POLICY.decide(snapshot(independent(900, 0.70), independent(100, 0.72), traffic=0.1, hours=168, holdback=True))
+    assert ahead_old.action is Action.REVERT and "holdback over" in ahead_old.reason
+    holds = POLICY.decide(snapshot(independent(900, 0.72), independent(100, 0.70), traffic=0.1, hours=168, holdback=True))
+    assert (holds.action, holds.new_traffic) == (Action.CONCLUDE, 0.0)
 
 
 def test_scalar_decision_is_the_batched_decision():
-    rng = np.random.default_rng(3)
-    n_a, n_c = rng.integers(0, 3000, 50).astype(float), rng.integers(0, 1500, 50).astype(float)
-    sum_a, sum_c = np.floor(n_a * rng.uniform(0.5, 0.9, 50)), np.floor(n_c * rng.uniform(0.5, 0.9, 50))
-    traffic = rng.choice([0.1, 0.25, 0.5], 50)
-    hours, dwell = rng.uniform(0, 400, 50), rng.uniform(0, 30, 50)
-    batch = {
-        "n_a": n_a, "sum_a": sum_a, "sq_a": sum_a, "n_c": n_c, "sum_c": sum_c, "sq_c": sum_c,
-        "traffic": traffic, "hours": hours, "hours_at_traffic": dwell,
-        "srm_observed": np.zeros(50), "srm_expected": np.zeros(50), "srm_variance": np.zeros(50),
+    rng = np.random.default_rng(7)
+    for _ in range(20):
+        active = clustered(int(rng.integers(50, 400)), int(rng.integers(1, 6)), float(rng.uniform(0.5, 0.8)))
+        candidate = clustered(int(rng.integers(50, 400)), int(rng.integers(1, 6)), float(rng.uniform(0.5, 0.8)))
+        single = POLICY.decide(snapshot(active, candidate, traffic=0.5))
+        from bindu_pipelines.canary.policy import _snapshot_arrays
+
+        actions, traffic, reasons, _ = POLICY.decide_arrays(_snapshot_arrays(snapshot(active, candidate, traffic=0.5)))
+        assert (single.action, single.new_traffic, single.reason) == (Action(actions[0]), traffic[0], POLICY.reasons[reasons[0]])
+
+
+def test_settings_are_checked_with_one_clear_error():
+    assert coerce_settings({"ramp": "0.05,0.2,0.5", "min_stage_hours": "6", "recent_check": "no"}) == {
+        "ramp": (0.05, 0.2, 0.5), "min_stage_hours": 6.0, "recent_check": False,
     }  # fmt: skip
-    actions, new_traffic, _, _ = POLICY.decide_arrays(batch)
-    for i in range(50):
-        single = POLICY.decide(
-            snapshot(ArmStats(int(n_a[i]), sum_a[i], sum_a[i]), ArmStats(int(n_c[i]), sum_c[i], sum_c[i]),
-                     traffic=traffic[i], hours=hours[i], dwell=dwell[i])
-        )  # fmt: skip
-        assert (single.action, single.new_traffic) == (Action(actions[i]), new_traffic[i])
+    with pytest.raises(ValueError, match="unknown canary setting 'dwell'"):
+        get_policy("sequential", dwell=3)
+    with pytest.raises(ValueError, match="'holdback_hours' must be a float"):
+        get_policy("sequential", holdback_hours="a week")
+    with pytest.raises(ValueError, match="holdback_share must be in"):
+        get_policy("sequential", holdback_share=0.7)
+    with pytest.raises(ValueError, match="unknown canary policy"):
+        get_policy("bandit")
+    assert get_policy("sequential", ramp=[0.2, 0.5]).settings()["ramp"] == [0.2, 0.5]
 
 
-def test_seed_rule_steps_by_ten_points_and_finishes_at_the_ends():
+def test_seed_rule_steps_by_ten_points_on_event_counts():
     seed = SeedPolicy()
-    up = seed.decide(snapshot(thumbs(100, 0.70), thumbs(20, 0.75), traffic=0.2))
-    assert (up.action, up.new_traffic) == (Action.STEP, pytest.approx(0.3))
-    assert seed.decide(snapshot(thumbs(100, 0.7), thumbs(19, 0.9), traffic=0.2)).action is Action.HOLD
-    assert seed.decide(snapshot(thumbs(100, 0.7), thumbs(50, 0.8), traffic=0.9)).action is Action.PROMOTE
-    assert seed.decide(snapshot(thumbs(100, 0.7), thumbs(50, 0.6), traffic=0.1)).action is Action.ROLLBACK
+    up = seed.decide(snapshot(ArmStats(25, 15, 15).as_clusters().strata[0], ArmStats(25, 20, 20).as_clusters().strata[0], traffic=0.3))
+    assert (up.action, up.new_traffic) == (Action.STEP, pytest.approx(0.4))
 
 
-def test_unknown_policy_name_is_a_clear_error():
-    with pytest.raises(ValueError, match="unknown canary policy 'greedy'"):
-        get_policy("greedy")
-    assert get_policy("ours").name == "sequential"
+# --- error rates by simulation (same code as the controller) -----------------------------
 
 
-# --- error rates by simulation (DESIGN §8) -----------------------------------------------
+@dataclass(frozen=True)
+class PerEventPolicy(SequentialPolicy):
+    """The previous analysis: every feedback event its own unit (variance and SRM per event)."""
 
-RUNS = 2000
-
-
-@pytest.mark.parametrize(
-    ("label", "candidate_rate", "scale", "bound"),
-    [
-        ("A/A", 0.70, "thumbs", ("<=", 0.025)),
-        ("5 points worse", 0.65, "thumbs", ("<=", 0.005)),
-        ("5 points better", 0.75, "thumbs", (">=", 0.95)),
-        ("10 points better", 0.80, "thumbs", (">=", 0.995)),
-        ("ratings A/A", 0.70, "rating", ("<=", 0.025)),
-        ("ratings 5 points better", 0.75, "rating", (">=", 0.95)),
-    ],
-)
-def test_promotion_rates_meet_design_targets(label, candidate_rate, scale, bound):
-    result = simulate(Scenario(candidate_rate=candidate_rate, scale=scale, runs=RUNS, seed=11), POLICY)
-    comparison, target = bound
-    if comparison == "<=":
-        assert result.promoted <= target, f"{label}: promoted {result.promoted:.2%}"
-    else:
-        assert result.promoted >= target, f"{label}: promoted {result.promoted:.2%}"
-    assert result.undecided == 0.0  # the maximum duration always concludes within 14 days
+    def decide_arrays(self, s):
+        s = dict(s)
+        for arm in "ac":
+            s[f"{arm}_units"], s[f"{arm}_nn"] = s[f"{arm}_n"], s[f"{arm}_n"]
+            s[f"{arm}_ny"], s[f"{arm}_yy"] = s[f"{arm}_y"], s[f"{arm}_y"]
+        s["srm_a"], s["srm_c"] = s["a_n"], s["c_n"]
+        return super().decide_arrays(s)
 
 
-def test_seed_rule_fails_the_same_a_a_target():
-    result = simulate(Scenario(candidate_rate=0.70, runs=RUNS, seed=11), "seed")
-    assert result.promoted > 0.15  # DESIGN §8 "the original": 20-28 %
+CLUSTERED_AA = Scenario(active_rate=0.6, candidate_rate=0.6, events_per_user=5, correlation=0.4, runs=300, hours=168, seed=3)
 
 
-def test_long_inconclusive_runs_end_in_rollback_at_the_maximum_duration():
-    result = simulate(Scenario(candidate_rate=0.70, runs=500, seed=5), SequentialPolicy(max_hours=200))
-    assert result.undecided == 0.0 and result.rolled_back > 0.95
-    assert result.median_hours_to_decision == 200
+def test_clustered_a_a_traffic_is_neither_promoted_nor_falsely_rolled_back():
+    ours = simulate(CLUSTERED_AA, POLICY)
+    per_event = simulate(CLUSTERED_AA, PerEventPolicy())
+    # 300 runs: ours measured 0 % / 0.3 %, the per-event analysis 11 % / 25 % (within 7 days, before any timeout).
+    assert ours.promoted <= 0.02 and ours.rolled_back <= 0.03
+    assert per_event.promoted >= 0.05 and per_event.rolled_back >= 0.12
 
 
-def test_sample_ratio_mismatch_prevents_most_false_promotions():
-    # The candidate silently loses every thumbs-down: it looks ~30 points better than it is.
-    lossy = Scenario(candidate_rate=0.70, candidate_loss=1.0, runs=RUNS, seed=11)
-    without_check = simulate(lossy, SequentialPolicy(alpha_srm=1e-300))
-    with_check = simulate(lossy, POLICY)
-    assert without_check.promoted > 0.95
-    assert with_check.promoted < 0.15
+def test_better_candidate_is_still_found_with_users():
+    result = simulate(Scenario(active_rate=0.6, candidate_rate=0.7, events_per_user=5, correlation=0.3, runs=200, seed=4), POLICY)
+    assert result.promoted >= 0.95 and result.median_hours_to_decision < 200
 
 
-def test_rating_probabilities_hit_the_requested_mean():
-    for mean in (0.3, 0.7, 0.9):
-        probabilities = rating_probabilities(mean)
-        assert probabilities.sum() == pytest.approx(1.0)
-        assert probabilities @ np.array([0, 0.25, 0.5, 0.75, 1.0]) == pytest.approx(mean, abs=1e-9)
+def test_worse_candidate_with_users_is_never_promoted():
+    result = simulate(Scenario(active_rate=0.6, candidate_rate=0.55, events_per_user=5, correlation=0.3, runs=200, hours=200, seed=5), POLICY)
+    assert result.promoted == 0.0 and result.rolled_back >= 0.5
+
+
+def test_arm_dependent_delays_do_not_promote_an_identical_candidate():
+    # The candidate's thumbs-down arrive ~12 h late, everything else in ~2 h: counted as it arrives,
+    # the candidate looks better; on mature tasks with the derived window it does not.
+    scenario = Scenario(active_rate=0.6, candidate_rate=0.6, candidate_down_delay_hours=12.0, runs=300, seed=6)
+    ours = simulate(scenario, POLICY)
+    no_maturity = simulate(scenario, SequentialPolicy(maturity_hours=6.0))
+    assert ours.maturity_hours >= 60 and ours.promoted <= 0.03
+    assert no_maturity.promoted >= 0.06
+
+
+def test_a_candidate_that_fades_to_worse_is_rarely_left_active():
+    scenario = Scenario(active_rate=0.6, candidate_rate=0.68, fade_to=-0.03, fade_hours=120, runs=300, seed=7)
+    ours = simulate(scenario, POLICY)
+    without_holdback = simulate(scenario, SequentialPolicy(holdback_share=0.0, recent_check=False))
+    assert ours.promoted <= 0.06 and ours.reverted > 0.1
+    assert without_holdback.promoted >= 0.15
+
+
+def test_daily_swing_while_the_ramp_moves_is_not_a_difference():
+    result = simulate(Scenario(active_rate=0.6, candidate_rate=0.6, daily_swing=0.1, start_hour=18, runs=300, seed=8), POLICY)
+    assert result.promoted <= 0.03
+
+
+def test_seed_rule_promotes_identical_candidates_often():
+    result = simulate(Scenario(active_rate=0.6, candidate_rate=0.6, runs=200, seed=9), "seed")
+    assert result.promoted >= 0.15
+
+
+def test_scenario_refuses_bad_input():
+    with pytest.raises(ValueError, match="correlation"):
+        Scenario(correlation=1.0)
+    with pytest.raises(ValueError, match="candidate_down_delay_hours"):
+        Scenario(candidate_down_delay_hours=0)
+    with pytest.raises(ValueError, match="events_per_user"):
+        Scenario(events_per_user=0.5)
