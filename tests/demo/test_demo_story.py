@@ -18,7 +18,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 DEMO = ["demo", "run", "--reset", "--agents", "1", "--tasks", "120", "--max-steps", "1", "--hours", "40", "--requests-per-hour", "80"]
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
 
 def run(env, *args) -> subprocess.CompletedProcess:

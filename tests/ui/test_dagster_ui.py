@@ -16,7 +16,7 @@ import pytest
 
 from tests.ui.dagster_dev import REPO, DagsterDev
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = REPO / "test-output" / "ui"
@@ -38,8 +38,8 @@ def dagster_ui(tmp_path_factory):
     shutil.copy(REPO / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
     env = {**os.environ, "DAGSTER_HOME": str(home), "BINDU_DATABASE_URL": f"sqlite:///{home / 'bindu.sqlite'}"}
     demo = subprocess.run(
-        [sys.executable, "-m", "bindu_pipelines.cli", "demo", "run", "--agents", "2", "--tasks", "120",
-         "--max-steps", "1", "--requests-per-hour", "100", "--no-progress"],
+        [sys.executable, "-m", "bindu_pipelines.cli", "demo", "run", "--reset", "--agents", "2", "--tasks", "120",
+         "--max-steps", "1", "--hours", "40", "--requests-per-hour", "100", "--no-progress"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert demo.returncode == 0, demo.stderr[-3000:]
@@ -98,16 +98,34 @@ def test_asset_page_shows_latest_materialization_metadata_and_checks(dagster_ui,
     page.screenshot(path=SCREENSHOTS / "golden-dataset-checks.png")
 
 
-def test_traffic_decision_page_plots_the_experiment(dagster_ui, page):
+def _visible_image(page, selector: str):
+    image = page.locator(selector).first
+    image.wait_for(state="visible")
+    size = image.evaluate("img => [img.complete, img.naturalWidth, img.naturalHeight, img.getBoundingClientRect().width]")
+    assert size[0] and size[1] > 300 and size[2] > 300 and size[3] > 200, size  # decoded and drawn, not a broken icon
+    return image
+
+
+def test_traffic_decision_shows_the_experiments_trajectory_chart(dagster_ui, page):
+    """A person opening the latest decision sees the chart of the whole experiment (hours since start)."""
     page.goto(dagster_ui.url + "/assets/traffic_decision?partition=support-bot")
     page.get_by_text("traffic_after", exact=True).first.wait_for()
     assert page.get_by_text("promote", exact=True).count() >= 1
-    page.get_by_role("button", name="Plots").click()
-    page.get_by_role("button", name="Events").click()  # over materializations, not across partitions
-    page.get_by_text("candidate_mean_score", exact=True).first.wait_for()
-    page.wait_for_timeout(1500)  # let the charts draw
-    page.screenshot(path=SCREENSHOTS / "traffic-decision.png", full_page=True)
-    assert page.locator("canvas, svg.recharts-surface").count() >= 4
+    page.get_by_text("trajectory", exact=True).first.wait_for()
+    # Markdown metadata opens in a dialog from the metadata table.
+    row = page.locator("tr", has=page.get_by_text("trajectory", exact=True)).first
+    row.get_by_role("button").first.click()
+    image = _visible_image(page, "img[alt='support-bot: canary trajectory']")
+    image.scroll_into_view_if_needed()
+    page.get_by_text("hours since", exact=False).first.wait_for()
+    page.screenshot(path=SCREENSHOTS / "traffic-decision.png")
+
+
+def test_candidate_prompt_shows_the_offline_gate_result(dagster_ui, page):
+    page.goto(dagster_ui.url + "/assets/candidate_prompt?view=checks")
+    page.get_by_text("offline_gate", exact=True).first.wait_for()
+    assert page.get_by_text("Passed", exact=True).count() >= 1
+    page.screenshot(path=SCREENSHOTS / "offline-gate.png")
 
 
 def test_automation_page_lists_sensors_and_schedules(dagster_ui, page):
