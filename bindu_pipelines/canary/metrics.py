@@ -11,7 +11,8 @@ units counted once each for the sample-ratio check. No task or feedback row is l
   that arm was routed. For the sample-ratio check each unit counts once, in the arm and segment of
   its first counted task.
 * **Maturity**: only tasks at least ``maturity_hours`` old at ``as_of`` count, each with the feedback
-  written within ``maturity_hours`` of the task (and by ``as_of``). Every counted task has had the
+  written within ``maturity_hours`` of the task (and by ``as_of``); 0 = no window, every row as it
+  arrives (the seed's rule). Every counted task has had the
   same time to collect feedback, whichever arm it is in and whenever it was routed (docs/CANARY.md).
 * A task counts once: its latest valid feedback row by ``task_feedback.id`` (insertion order).
 
@@ -77,7 +78,7 @@ def _within_window(dialect_name: str) -> str:
     return "julianday(f.created_at) <= julianday(t.created_at) + :maturity_seconds / 86400.0"
 
 
-def _aggregate_sql(connection, agent_id: str | None, segment_count: int) -> str:
+def _aggregate_sql(connection, agent_id: str | None, segment_count: int, windowed: bool = True) -> str:
     dialect_name = connection.dialect.name
     segment_case = " ".join(
         f"WHEN t.created_at >= :segment_{index} THEN {index}" for index in reversed(range(1, segment_count))
@@ -93,8 +94,8 @@ def _aggregate_sql(connection, agent_id: str | None, segment_count: int) -> str:
               FROM {tasks} AS t
               JOIN {feedback} AS f ON f.task_id = t.id
              WHERE t.prompt_id IN (:active_id, :candidate_id)
-               AND t.created_at >= :since AND t.created_at <= :cutoff
-               AND f.created_at <= :as_of AND {_within_window(dialect_name)}
+               AND t.created_at >= :since AND t.created_at < :cutoff
+               AND f.created_at <= :as_of{" AND " + _within_window(dialect_name) if windowed else ""}
         ),
         latest AS (
             SELECT prompt_id, unit, task_at, segment, score,
@@ -174,7 +175,7 @@ def experiment_metrics(
     }  # fmt: skip
     params.update({f"segment_{index}": start for index, start in enumerate(starts) if index})
     timestamps = [name for name in params if name in ("since", "as_of", "cutoff") or name.startswith("segment_")]
-    statement = sa.text(_aggregate_sql(connection, agent_id, len(segments))).bindparams(
+    statement = sa.text(_aggregate_sql(connection, agent_id, len(segments), windowed=maturity_hours > 0)).bindparams(
         *(sa.bindparam(name, type_=Timestamp) for name in timestamps)
     )
     rows = _fetch(connection, statement, params)

@@ -96,14 +96,10 @@ def test_sql_aggregate_matches_the_python_feedback_rule(engine, seed):
     for arm in (metrics.active, metrics.candidate):
         n, total, total_sq, by_segment = expected[arm.prompt_id]
         assert n > 20  # the seeded data really exercises the arm
-        assert (arm.stats.n, list(arm.tasks_by_segment)) == (n, by_segment)
+        # Tasks stamped without a key are their own units: one event per unit, per segment.
+        assert (arm.stats.n, [s.n for s in arm.clusters.strata], [s.units for s in arm.clusters.strata]) == (n, by_segment, by_segment)
         assert arm.stats.total == pytest.approx(total) and arm.stats.total_sq == pytest.approx(total_sq)
-    split = metrics.split()
-    assert split.observed == sum(expected[candidate.id][3])
-    assert split.expected == pytest.approx(
-        sum(expected[active.id][3][i] + expected[candidate.id][3][i] for i in (0,)) * 0.1
-        + sum(expected[active.id][3][i] + expected[candidate.id][3][i] for i in (1,)) * 0.25
-    )
+    assert metrics.first_units == tuple(zip(expected[active.id][3], expected[candidate.id][3]))
 
 
 def test_revised_feedback_counts_once_with_the_latest_valid_row(engine):
@@ -153,4 +149,51 @@ def test_aggregate_on_a_callers_connection_leaves_its_transaction_and_settings_a
         assert connection.in_transaction()  # the caller's transaction is still open, not committed or ended
         if work_mem is not None:  # PostgreSQL's SET LOCAL work_mem stayed inside the aggregate
             assert connection.exec_driver_sql("SHOW work_mem").scalar() == work_mem
-    assert (metrics.candidate.stats.n, list(metrics.candidate.tasks_by_segment)) == (expected[candidate.id][0], expected[candidate.id][3])
+    assert (metrics.candidate.stats.n, [s.n for s in metrics.candidate.clusters.strata]) == (expected[candidate.id][0], expected[candidate.id][3])
+
+
+def _task(connection, prompt_id, at, unit, feedback):
+    task_id = uuid.uuid4()
+    connection.execute(tasks.insert().values(
+        id=task_id, context_id=uuid.uuid4(), kind="task", state="completed", state_timestamp=at,
+        history=[], prompt_id=prompt_id, prompt_unit=unit, created_at=at, updated_at=at,
+    ))  # fmt: skip
+    for delay_hours, data in feedback:
+        connection.execute(task_feedback.insert().values(task_id=task_id, feedback_data=data, created_at=at + timedelta(hours=delay_hours)))
+
+
+def test_units_clusters_segments_and_the_maturity_window(engine):
+    store = PromptStore(engine, clock=lambda: START)
+    active = store.bootstrap("agent-u", "A")
+    candidate = store.start_experiment("agent-u", "B", source="test")
+    step_at = START + timedelta(hours=10)
+    up, down = {"thumbs_up": True}, {"thumbs_up": False}
+    with engine.begin() as connection:
+        # user-1: three candidate tasks (2 up, 1 down), the first in segment 0, one after the step.
+        for hours, thumbs in ((1, up), (2, up), (11, down)):
+            _task(connection, candidate.id, START + timedelta(hours=hours), "user-1", [(0.5, thumbs)])
+        # user-2: active in segment 0, moved to the candidate by the ramp in segment 1.
+        _task(connection, active.id, START + timedelta(hours=3), "user-2", [(0.5, up)])
+        _task(connection, candidate.id, START + timedelta(hours=12), "user-2", [(0.5, down)])
+        # Feedback 30 h after its task: outside a 24 h window. A task 2 h before as_of: not mature.
+        _task(connection, active.id, START + timedelta(hours=4), "user-3", [(30, up)])
+        _task(connection, active.id, START + timedelta(hours=46), "user-4", [(0.1, up)])
+        _task(connection, active.id, START + timedelta(hours=5), None, [(0.2, down), (0.3, up)])  # latest by id: up
+    segments = [TrafficSegment(START, 0.1), TrafficSegment(step_at, 0.25)]
+    metrics = experiment_metrics(
+        engine, active_id=active.id, candidate_id=candidate.id, segments=segments, as_of=START + timedelta(hours=48),
+        agent_id="agent-u", maturity_hours=24,
+    )  # fmt: skip
+    cand = metrics.candidate.clusters.strata
+    # user-1 is one cluster of 3 events in segment 0 (its first candidate task); user-2's candidate cluster starts in 1.
+    assert cand[0] == type(cand[0])(units=1, n=3, y=2, nn=9, ny=6, yy=4)
+    assert cand[1] == type(cand[1])(units=1, n=1, y=0, nn=1, ny=0, yy=0)
+    act = metrics.active.clusters.strata
+    assert (act[0].units, act[0].n, act[0].y) == (2, 2, 2) and act[1].units == 0
+    # Each unit once, at its first task: user-1 candidate, user-2 and the keyless task active, all in segment 0.
+    assert metrics.first_units == ((2, 1), (0, 0)) and metrics.maturity_hours == 24
+    everything = experiment_metrics(
+        engine, active_id=active.id, candidate_id=candidate.id, segments=segments, as_of=START + timedelta(hours=48), agent_id="agent-u",
+    )  # fmt: skip
+    assert everything.active.stats.n == 4  # no window: the late feedback and the young task count too
+
