@@ -1,4 +1,5 @@
-"""Golden dataset from 1 M demo-shaped tasks in PostgreSQL: the streaming path vs the seed's way.
+"""Golden dataset from 1 M demo-shaped tasks in PostgreSQL: training_job's dataset stages through
+Dagster, the one-pass streaming path, and the seed's way, in the same run.
 
     .venv/bin/python -m benchmarks.golden_dataset [--tasks 1000000] [--repeat 3] [--no-write]
 
@@ -7,6 +8,9 @@
    rows with ``generate_series`` in SQL; each copy's first user message gets a unique suffix so
    the copies are not all duplicates.
 2. Runs each approach in a fresh subprocess (so peak RSS is that approach's own):
+   - dagster (what ``training_job`` runs): ``dg.materialize`` of the four golden dataset assets and
+     their five checks, in-process executor, an ephemeral instance, query limit lifted; each stage
+     streams Parquet to the next (``--workers`` worker processes per stage);
    - streaming (``write_golden_parquet``): COPY blocks of 5 000 tasks, decoded and processed in
      one process or in ``--workers`` worker processes, golden rows streamed into Parquet; the
      parallel run is repeated ``--repeat`` times (shared machine: the median is reported);
@@ -54,6 +58,53 @@ OPTIONS = dict(limit=None, require_feedback=True)
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def _tree_rss_mb() -> float:
+    """RSS of this process and all its descendants now (from /proc), in MB."""
+    children: dict[int, list[int]] = defaultdict(list)
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                children[ppid].append(int(entry))
+            except (OSError, ValueError, IndexError):
+                continue
+    total, todo = 0, [os.getpid()]
+    while todo:
+        pid = todo.pop()
+        todo.extend(children.get(pid, []))
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+                        break
+        except OSError:
+            continue
+    return total / 1024
+
+
+class TreePeak:
+    """Peak RSS of the whole process tree (this process + worker processes), sampled every 0.1 s."""
+
+    def __enter__(self) -> "TreePeak":
+        import threading
+
+        self.peak, self._stop = 0.0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.1):
+            self.peak = max(self.peak, _tree_rss_mb())
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _tree_rss_mb(), peak_rss_mb())
 
 
 # ---------------------------------------------------------------- data loading ------------------
@@ -154,6 +205,57 @@ def run_streaming(url: str, chunk_size: int, workers: int) -> dict:
             "reports": result.reports}
 
 
+def run_dagster(url: str, chunk_size: int, workers: int) -> dict:
+    """training_job's dataset stages: the four assets and their checks, materialized by Dagster."""
+    import dagster as dg
+
+    from bindu_pipelines.golden_dataset.assets import golden_dataset_assets, golden_dataset_run_config
+    from bindu_pipelines.golden_dataset.checks import golden_dataset_checks
+    from bindu_pipelines.golden_dataset.stages import shutdown_workers
+    from bindu_pipelines.io_managers import ParquetIOManager
+    from bindu_pipelines.partitions import agent_partitions
+    from bindu_pipelines.resources import BinduDatabase
+
+    with tempfile.TemporaryDirectory() as tmp, dg.DagsterInstance.ephemeral() as instance, TreePeak() as peak:
+        instance.add_dynamic_partitions(agent_partitions.name, [AGENT_ID])
+        started = time.perf_counter()
+        result = dg.materialize(
+            [*golden_dataset_assets, *golden_dataset_checks], partition_key=AGENT_ID, instance=instance,
+            resources={"bindu_db": BinduDatabase(url=url), "parquet_io_manager": ParquetIOManager(base_dir=tmp)},
+            run_config=golden_dataset_run_config(max_interactions_query_limit=None, require_feedback=True,
+                                                 chunk_size=chunk_size, workers=workers),
+        )
+        seconds = time.perf_counter() - started
+        shutdown_workers()  # so that their CPU time is counted
+    assert result.success
+    meta = {e.asset_key.path[-1]: {k: v.value for k, v in e.materialization.metadata.items()}
+            for e in result.get_asset_materialization_events()}
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    steps = {e.step_key: round(e.event_specific_data.duration_ms / 1000, 1)
+             for e in result.all_events if e.event_type_value == "STEP_SUCCESS"}
+    drops: dict[str, int] = {}
+    for asset in ("normalized_feedback", "extracted_interactions", "golden_dataset"):
+        drops.update(meta[asset]["dropped_by_reason"])
+    return {"approach": f"dagster assets, {workers} w", "tasks": meta["raw_tasks"]["dagster/row_count"],
+            "golden_rows": meta["golden_dataset"]["dagster/row_count"], "seconds": seconds,
+            "fingerprint": meta["golden_dataset"]["fingerprint"], "peak_rss_mb": peak.peak,
+            "drops": {k: v for k, v in sorted(drops.items()) if v}, "checks": checks, "steps": steps,
+            "cpu_seconds": _cpu_seconds()}
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and its finished children (user + system)."""
+    return round(sum(getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+                     for f in ("ru_utime", "ru_stime")), 1)
+
+
+def _drops(reports: dict) -> dict[str, int]:
+    drops: dict[str, int] = {}
+    for report in reports.values():
+        drops.update(report["dropped"])
+    return {k: v for k, v in sorted(drops.items()) if v}
+
+
 def run_seed(url: str) -> dict:
     """Everything into memory first (one plain query per table), then the same stages."""
     engine = make_engine(url)
@@ -179,8 +281,11 @@ def run_seed(url: str) -> dict:
     frame = golden_frame(rows)
     seconds = time.perf_counter() - started
     engine.dispose()
+    from bindu_pipelines.golden_dataset.dataset import fingerprint_frame
+
     return {"approach": "seed (all in memory)", "tasks": len(task_rows), "golden_rows": len(frame), "seconds": seconds,
-            "peak_rss_mb": peak_rss_mb(), "reports": pipeline.summary()}
+            "peak_rss_mb": peak_rss_mb(), "reports": pipeline.summary(), "fingerprint": fingerprint_frame(frame),
+            "cpu_seconds": _cpu_seconds()}
 
 
 def in_subprocess(args: list[str]) -> dict:
@@ -200,12 +305,16 @@ def main() -> int:
                         help="runs of the parallel streaming approach; the median is reported, every run listed")
     parser.add_argument("--skip-seed", action="store_true", help="only measure the streaming path")
     parser.add_argument("--no-write", action="store_true", help="print only, do not write the results file")
-    parser.add_argument("--worker", choices=["streaming", "seed"], help=argparse.SUPPRESS)
+    parser.add_argument("--skip-streaming", action="store_true", help="only measure Dagster's assets and the seed's way")
+    parser.add_argument("--worker", choices=["streaming", "seed", "dagster"], help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.worker == "streaming":
         print(json.dumps(run_streaming(args.url, args.chunk_size, args.workers)))
+        return 0
+    if args.worker == "dagster":
+        print(json.dumps(run_dagster(args.url, args.chunk_size, args.workers)))
         return 0
     if args.worker == "seed":
         print(json.dumps(run_seed(args.url)))
@@ -215,9 +324,13 @@ def main() -> int:
         loaded = load(url, args.tasks, args.templates)
         print(f"loaded {loaded}", flush=True)
         streaming = ["--worker", "streaming", "--url", url, "--chunk-size", str(args.chunk_size)]
-        results = [in_subprocess([*streaming, "--workers", "1"])]
+        dagster = ["--worker", "dagster", "--url", url, "--chunk-size", str(args.chunk_size)]
+        dagster_runs = [in_subprocess([*dagster, "--workers", str(args.workers)]) for _ in range(max(1, args.repeat))]
+        results = [sorted(dagster_runs, key=lambda r: r["seconds"])[len(dagster_runs) // 2]]
         parallel_runs = []
-        if args.workers > 1:
+        if not args.skip_streaming:
+            results.append(in_subprocess([*streaming, "--workers", "1"]))
+        if args.workers > 1 and not args.skip_streaming:
             parallel_runs = [in_subprocess([*streaming, "--workers", str(args.workers)]) for _ in range(max(1, args.repeat))]
             results.append(sorted(parallel_runs, key=lambda r: r["seconds"])[len(parallel_runs) // 2])
         if not args.skip_seed:
@@ -229,8 +342,11 @@ def main() -> int:
         f"{args.templates:,} demo templates x copies; loaded in {loaded['load_seconds']} s (COPY + generate_series)",
         "options: strategy last_turn, require_feedback, PII scrubbing on, no limit, "
         f"chunk size {args.chunk_size:,}",
-        "peak RSS: each approach in its own subprocess (ru_maxrss); for the parallel run, the main process "
-        "plus every worker counted at the largest worker's peak (an upper bound)",
+        "dagster assets: dg.materialize of raw_tasks, normalized_feedback, extracted_interactions, golden_dataset "
+        "and the 5 checks (in-process executor, ephemeral instance), N worker processes per stage",
+        "peak RSS: each approach in its own subprocess; dagster: the whole process tree (main + workers, /proc "
+        "sampled every 0.1 s); streaming, N workers: main + N x the largest worker's ru_maxrss (an upper bound); "
+        "others ru_maxrss",
         "x seed: tasks/s over the seed's way in the same run",
         "",
         f"{'approach':<24}{'tasks':>11}{'golden rows':>13}{'seconds':>10}{'tasks/s':>10}{'x seed':>8}{'peak RSS MB':>13}",
@@ -240,17 +356,32 @@ def main() -> int:
         ratio = f"{rate / seed_rate:.2f}" if seed_rate else "-"
         lines.append(f"{r['approach']:<24}{r['tasks']:>11,}{r['golden_rows']:>13,}{r['seconds']:>10.1f}"
                      f"{rate:>10,.0f}{ratio:>8}{r['peak_rss_mb']:>13,.0f}")
+    if len(dagster_runs) > 1:
+        lines.append(
+            f"  (dagster assets: median of {len(dagster_runs)} runs; each run: "
+            + ", ".join(f"{r['seconds']:.1f} s = {r['tasks'] / r['seconds']:,.0f} tasks/s" for r in dagster_runs) + ")"
+        )
+    verdicts = ", ".join(f"{name} {'passed' if passed else 'FAILED'}" for name, passed in results[0]["checks"].items())
+    lines.append(f"  (dagster checks: {verdicts})")
+    lines.append(f"  (dagster steps, seconds: {results[0]['steps']}; CPU seconds, main + workers: {results[0]['cpu_seconds']})")
     if len(parallel_runs) > 1:
         lines.append(
             f"  (streaming, {args.workers} workers: median of {len(parallel_runs)} runs; each run: "
             + ", ".join(f"{r['seconds']:.1f} s = {r['tasks'] / r['seconds']:,.0f} tasks/s" for r in parallel_runs) + ")"
         )
         assert len({(r["golden_rows"], r["fingerprint"]) for r in parallel_runs}) == 1, "runs disagree"
-    lines += ["", "stage report (streaming):"]
-    for stage, report in results[0]["reports"].items():
+    lines += ["", "stage report (seed's way):"]
+    for stage, report in results[-1]["reports"].items():
         lines.append(f"  {stage:<12} in {report['rows_in']:>9,}  out {report['rows_out']:>9,}  dropped {report['dropped']}")
-    lines += ["", "every approach gave the same golden rows and stage reports: "
-              + ("yes" if len({json.dumps(r["reports"], sort_keys=True) for r in results}) == 1 else "NO")]
+    same_reports = len({json.dumps(r["reports"], sort_keys=True) for r in results if "reports" in r}) == 1
+    same_rows = len({(r["golden_rows"], r["fingerprint"]) for r in results}) == 1
+    same_drops = len({json.dumps(r["drops"] if "drops" in r else _drops(r["reports"]), sort_keys=True) for r in results}) == 1
+    lines += ["", "every approach gave the same golden rows (count and fingerprint of the rows in order): "
+              + ("yes" if same_rows else "NO"),
+              "every approach gave the same drop counts by reason: " + ("yes" if same_drops else "NO")
+              + (f" {results[0]['drops']}" if same_drops else "; " + "; ".join(
+                  f"{r['approach']}: {r.get('drops') or _drops(r['reports'])}" for r in results)),
+              "the non-Dagster approaches gave the same stage reports: " + ("yes" if same_reports else "NO")]
     text = "\n".join(lines)
     print(text)
     if not args.no_write:

@@ -93,9 +93,11 @@ class GoldenDatasetConfig(dg.ConfigurableResource):
             validation_fraction=self.validation_fraction,
         )
 
+    def worker_count(self) -> int:
+        return self.workers or min(os.cpu_count() or 1, 4)
+
     def workers_for(self, table: ParquetTable) -> int:
-        workers = self.workers or min(os.cpu_count() or 1, 4)
-        return workers if pq.ParquetFile(table.path).num_row_groups >= WORKERS_FROM_BATCHES else 1
+        return self.worker_count() if pq.ParquetFile(table.path).num_row_groups >= WORKERS_FROM_BATCHES else 1
 
 
 # The one instance every golden dataset asset and check declares (Dagster requires one object per key).
@@ -132,7 +134,7 @@ def raw_tasks(context: dg.AssetExecutionContext, golden_dataset_options: GoldenD
     options = config.options()
     with bindu_db.failing_cleanly(f"reading the tasks of agent {agent_id!r}"):
         output = write_raw_tasks(bindu_db.engine(), agent_id, _stage_file("raw_tasks", agent_id), options,
-                                 chunk_size=config.chunk_size)
+                                 chunk_size=config.chunk_size, workers=config.worker_count())
     return dg.MaterializeResult(
         value=output.table,
         metadata=output_metadata(

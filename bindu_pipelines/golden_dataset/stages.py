@@ -171,12 +171,43 @@ def _writing(path: str, schema: pa.Schema) -> Iterator[_Writer]:
 
 
 # --------------------------------------------------------------- worker processes ----------
-_worker: GoldenDatasetPipeline | None = None
+_worker_pipelines: dict[str, GoldenDatasetPipeline] = {}
+_pools: dict[int, Any] = {}
 
 
-def _init_worker(options: GoldenDatasetOptions) -> None:
-    global _worker
-    _worker = GoldenDatasetPipeline(options)
+def _worker_pipeline(options: GoldenDatasetOptions) -> GoldenDatasetPipeline:
+    # One pipeline per distinct options in a worker (the options arrive with each job, pickled).
+    key = repr(options)
+    pipeline = _worker_pipelines.get(key)
+    if pipeline is None:
+        _worker_pipelines.clear()
+        pipeline = _worker_pipelines[key] = GoldenDatasetPipeline(options)
+    pipeline.reset_reports()
+    return pipeline
+
+
+def _run_in_worker(function: Callable, options: GoldenDatasetOptions, job: tuple) -> Any:
+    return function(_worker_pipeline(options), *job)
+
+
+def _pool(workers: int):
+    """One pool of ``workers`` processes for the process's lifetime: the stages of a run (Dagster
+    steps in one process) share it instead of starting processes for each stage. Workers fork
+    from a server that has imported the stage code already."""
+    pool = _pools.get(workers)
+    if pool is None:
+        import atexit
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        if "forkserver" in multiprocessing.get_all_start_methods():
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload([__name__])
+        else:
+            context = multiprocessing.get_context("spawn")
+        pool = _pools[workers] = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+        atexit.register(pool.shutdown, cancel_futures=True)
+    return pool
 
 
 def _in_order(function: Callable, jobs: Iterable[tuple], options: GoldenDatasetOptions, workers: int) -> Iterator[Any]:
@@ -188,25 +219,24 @@ def _in_order(function: Callable, jobs: Iterable[tuple], options: GoldenDatasetO
             pipeline.reset_reports()
             yield function(pipeline, *job)
         return
-    import multiprocessing
     from collections import deque
-    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
 
-    context = multiprocessing.get_context("forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker, initargs=(options,)) as pool:
-        pending: deque = deque()
+    pool = _pool(workers)
+    pending: deque = deque()
+    try:
         for job in jobs:
-            pending.append(pool.submit(_run_in_worker, function, job))
+            pending.append(pool.submit(_run_in_worker, function, options, job))
             while len(pending) > workers:
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
-
-
-def _run_in_worker(function: Callable, job: tuple) -> Any:
-    assert _worker is not None, "worker not initialised"
-    _worker.reset_reports()
-    return function(_worker, *job)
+    except BrokenProcessPool:
+        _pools.pop(workers, None)  # a worker died (killed, out of memory): the next run starts a new pool
+        raise
+    finally:
+        for future in pending:
+            future.cancel()
 
 
 def _table(rows: list[tuple], schema: pa.Schema) -> pa.Table:
@@ -215,9 +245,14 @@ def _table(rows: list[tuple], schema: pa.Schema) -> pa.Table:
 
 
 # --------------------------------------------------------------- stage 1: raw tasks --------
-def _decode_raw_block(pipeline: GoldenDatasetPipeline, block: bytes | list[tuple]) -> pa.Table:
+def _digests(rows: list[tuple]) -> list[bytes]:
+    # The fingerprint's costly part, done where the rows are made (a worker, when there are workers).
+    return [Fingerprint.row_digest(row) for row in rows]
+
+
+def _decode_raw_block(pipeline: GoldenDatasetPipeline, block: bytes | list[tuple]) -> tuple[pa.Table, list[bytes]]:
     rows = decode_task_block(block) if isinstance(block, bytes) else block
-    return _table(rows, RAW_TASK_SCHEMA)
+    return _table(rows, RAW_TASK_SCHEMA), _digests(rows)
 
 
 def write_raw_tasks(
@@ -225,9 +260,13 @@ def write_raw_tasks(
     *, chunk_size: int = DEFAULT_CHUNK_SIZE, workers: int = 1,
 ) -> StageOutput:
     """The agent's tasks, newest first, with their feedback rows as the database's JSON text,
-    read as ``stream_golden_dataset`` reads them (COPY blocks, huge texts cut in the database)."""
+    read as ``stream_golden_dataset`` reads them (COPY blocks, huge texts cut in the database;
+    with workers, the blocks are decoded there while this process writes)."""
     opts = options or GoldenDatasetOptions()
-    if engine.dialect.name == "postgresql" and not opts.rebuild_context:
+    postgres_blocks = engine.dialect.name == "postgresql" and not opts.rebuild_context
+    if not postgres_blocks or (opts.limit is not None and opts.limit < 4 * chunk_size):
+        workers = 1  # rows already decoded, or too few blocks to pay for the processes
+    if postgres_blocks:
         blocks: Iterator = (block for _, block in iter_agent_task_blocks(
             engine, agent_id, since=opts.since, until=opts.until, limit=opts.limit,
             chunk_size=chunk_size, max_text_chars=opts.max_message_chars,
@@ -238,8 +277,8 @@ def write_raw_tasks(
             iter_agent_task_fields(engine, agent_id, since=opts.since, until=opts.until, limit=opts.limit,
                                    chunk_size=chunk_size, rebuild_context=opts.rebuild_context)))
     with _writing(path, RAW_TASK_SCHEMA) as writer:
-        for table in _in_order(_decode_raw_block, ((b,) for b in blocks), opts, workers):
-            writer.write_table(table)
+        for table, digests in _in_order(_decode_raw_block, ((b,) for b in blocks), opts, workers):
+            writer.write_table(table, digests=digests)
         in_window = count_agent_tasks(engine, agent_id, since=opts.since, until=opts.until)
         report = StageReport("fetch", rows_in=in_window, rows_out=writer.rows)
         if in_window > writer.rows:
@@ -256,14 +295,14 @@ def _json_text(value: Any) -> Any:
 
 
 # --------------------------------------------------------------- stage 2: feedback ---------
-def _feedback_of_group(pipeline: GoldenDatasetPipeline, path: str, group: int) -> tuple[pa.Table, int, dict]:
+def _feedback_of_group(pipeline: GoldenDatasetPipeline, path: str, group: int) -> tuple[pa.Table, list[bytes], int, dict]:
     table = pq.ParquetFile(path).read_row_group(group, columns=["id", "feedback"])
     rows = []
     for task_id, feedback in zip(table.column("id").to_pylist(), table.column("feedback").to_pylist()):
         result = pipeline.normalize_feedback(feedback)
         if result.score is not None:
             rows.append((task_id, float(result.score), result.feedback_type, result.valid_rows))
-    return _table(rows, FEEDBACK_SCHEMA), table.num_rows, pipeline.reports
+    return _table(rows, FEEDBACK_SCHEMA), _digests(rows), table.num_rows, pipeline.reports
 
 
 def write_normalized_feedback(
@@ -278,11 +317,12 @@ def write_normalized_feedback(
     tasks = 0
     by_type: Counter = Counter()
     with _writing(path, FEEDBACK_SCHEMA) as writer:
-        for table, task_count, reports in _in_order(_feedback_of_group, ((raw_tasks.path, g) for g in range(groups)), opts, workers):
+        jobs = ((raw_tasks.path, g) for g in range(groups))
+        for table, digests, task_count, reports in _in_order(_feedback_of_group, jobs, opts, workers):
             merged.merge_reports(reports)
             tasks += task_count
             by_type.update(table.column("feedback_type").to_pylist())
-            writer.write_table(table)
+            writer.write_table(table, digests=digests)
         report = merged.reports["feedback"]
         if engine is not None:
             orphans = count_orphan_feedback(engine)
@@ -293,14 +333,14 @@ def write_normalized_feedback(
 
 
 # --------------------------------------------------------------- stage 3: extract ----------
-def _extract_group(pipeline: GoldenDatasetPipeline, path: str, group: int, scores: dict) -> tuple[pa.Table, dict]:
+def _extract_group(pipeline: GoldenDatasetPipeline, path: str, group: int, scores: dict) -> tuple[pa.Table, list[bytes], dict]:
     table = pq.ParquetFile(path).read_row_group(group, columns=["id", "context_id", "prompt_id", "history"])
     rows: list[tuple] = []
     extract = pipeline.extract
     for task_id, context_id, prompt_id, history in zip(*(c.to_pylist() for c in table.columns)):
         score, feedback_type = scores.get(task_id, (None, None))
         rows.extend(extract(task_id, history, score, feedback_type, context_id, prompt_id))
-    return _table(rows, INTERACTION_SCHEMA), pipeline.reports
+    return _table(rows, INTERACTION_SCHEMA), _digests(rows), pipeline.reports
 
 
 def _scores_by_group(raw_tasks: ParquetTable, feedback: ParquetTable) -> Iterator[tuple[str, int, dict]]:
@@ -329,16 +369,14 @@ def write_extracted_interactions(
     opts = options or GoldenDatasetOptions()
     merged = GoldenDatasetPipeline(opts)
     with _writing(path, INTERACTION_SCHEMA) as writer:
-        for table, reports in _in_order(_extract_group, _scores_by_group(raw_tasks, normalized_feedback), opts, workers):
+        for table, digests, reports in _in_order(_extract_group, _scores_by_group(raw_tasks, normalized_feedback), opts, workers):
             merged.merge_reports(reports)
-            writer.write_table(table)
+            writer.write_table(table, digests=digests)
         return writer.close([merged.reports["extract"]])
 
 
 # --------------------------------------------------------------- stage 4: golden -----------
 def _clean_group(pipeline: GoldenDatasetPipeline, path: str, group: int) -> tuple[list[tuple], list[bytes], dict]:
-    from .dataset import Fingerprint as _Fingerprint
-
     table = pq.ParquetFile(path).read_row_group(group)
     candidates = []
     clean = pipeline.clean
@@ -346,7 +384,7 @@ def _clean_group(pipeline: GoldenDatasetPipeline, path: str, group: int) -> tupl
         candidate = clean(row)
         if candidate is not None:
             candidates.append(tuple(candidate))
-    return candidates, [_Fingerprint.row_digest(c[0]) for c in candidates], pipeline.reports
+    return candidates, _digests([c[0] for c in candidates]), pipeline.reports
 
 
 def write_golden(
@@ -399,3 +437,10 @@ def run_golden_stages(
                                              opts, workers=workers)
     golden = write_golden(extracted.table, os.path.join(directory, "golden_dataset.parquet"), opts, workers=workers)
     return StagedRun(raw, feedback, extracted, golden)
+
+
+def shutdown_workers() -> None:
+    """Stop the shared worker processes (they start again when a stage needs them)."""
+    while _pools:
+        _, pool = _pools.popitem()
+        pool.shutdown(cancel_futures=True)
