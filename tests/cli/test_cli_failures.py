@@ -112,3 +112,10 @@ def test_verbose_is_accepted_after_the_subcommand_and_quiet_runs_print_only_the_
     assert verbose.stderr.strip()  # Dagster's console log, on request
     assert cli(env, "status", "--agent", "support-bot", "--database-url", seeded_url, "--verbose").returncode == 0
     assert cli(env, "db", "upgrade", "--database-url", seeded_url, "-v").returncode == 0
+
+
+def test_no_database_configured_says_what_to_set(tmp_path):
+    env = cron_env(tmp_path)
+    for command in (["train", "--agent", "support-bot"], ["status", "--agent", "support-bot"], ["db", "upgrade"]):
+        assert_one_line(cli(env, *command), 1, "BINDU_DATABASE_URL")
+    assert not list(tmp_path.glob("**/*.sqlite"))  # no command creates a database it was not pointed at
