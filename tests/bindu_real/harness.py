@@ -159,14 +159,15 @@ class BinduAgentServer:
         }  # fmt: skip
         return self.call("message/send", {"message": message, "configuration": {"acceptedOutputModes": ACCEPTED_OUTPUT_MODES}})
 
-    def wait_for_tasks(self, task_ids, timeout: float = 30.0) -> dict[uuid.UUID, dict]:
-        """Poll ``tasks/get`` until every task is in a terminal state; the tasks by id."""
+    def wait_for_tasks(self, task_ids, timeout: float = 30.0, pool=None) -> dict[uuid.UUID, dict]:
+        """Poll ``tasks/get`` (through ``pool``, an executor, when given) until every task is in a
+        terminal state; the tasks by id."""
         pending, done = set(task_ids), {}
         deadline = time.monotonic() + timeout
         while pending and time.monotonic() < deadline:
-            for task_id in list(pending):
-                task = self.call("tasks/get", {"taskId": str(task_id)})
+            for task in (pool.map if pool else map)(lambda t: self.call("tasks/get", {"taskId": str(t)}), list(pending)):
                 if task["status"]["state"] in TERMINAL_STATES:
+                    task_id = uuid.UUID(task["id"])
                     done[task_id] = task
                     pending.discard(task_id)
             if pending:
@@ -203,12 +204,14 @@ def _find_key(value, key):
     return None
 
 
-def run_cli(*args: str, database_url: str, dagster_home: Path, timeout: float = 180.0) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, database_url: str, dagster_home: Path, extra_env: dict | None = None, timeout: float = 180.0
+) -> subprocess.CompletedProcess:
     """``bindu-dspy`` from the main venv (the pipelines side), offline model, our database only."""
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("BINDU_", "STORAGE__"))},
         "BINDU_DATABASE_URL": database_url, "BINDU_LM": "bindu/offline-demo",
-        "DAGSTER_HOME": str(dagster_home), "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        "DAGSTER_HOME": str(dagster_home), "LITELLM_LOCAL_MODEL_COST_MAP": "True", **(extra_env or {}),
     }  # fmt: skip
     return subprocess.run(
         [sys.executable, "-m", "bindu_pipelines.cli", *args], env=env, cwd=REPO_ROOT,
