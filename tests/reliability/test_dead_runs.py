@@ -75,6 +75,7 @@ def _wait_for_started_run(instance: dg.DagsterInstance, process: subprocess.Pope
     pytest.fail("no STARTED training run appeared")
 
 
+@pytest.mark.timeout(1800)  # real CLI processes: each start imports DSPy and Dagster (~10 s on 2 shared cores)
 def test_sigkilled_train_runs_are_marked_failed_and_the_next_train_succeeds(home, capsys):
     kills = int(os.environ.get("BINDU_TEST_KILLS", "3"))
     instance = dg.DagsterInstance.get()
@@ -111,6 +112,7 @@ def test_sigkilled_train_runs_are_marked_failed_and_the_next_train_succeeds(home
               f"marked_failed={len(set(killed) & set(failed))} stuck_after_next_train={len(stuck_after)} next_train_exit=0")  # fmt: skip
 
 
+@pytest.mark.timeout(1800)
 def test_two_trains_started_together_exactly_one_runs(home, capsys):
     pairs = int(os.environ.get("BINDU_TEST_TRAIN_PAIRS", "1"))
     refused_lines = []

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -40,6 +41,7 @@ def _alembic_versions(database: Path) -> list[str]:
         return [row[0] for row in connection.execute("SELECT version_num FROM alembic_version")]
 
 
+@pytest.mark.timeout(900)  # 20 interpreters importing Dagster at once on 2 shared cores
 def test_ten_pairs_of_first_commands_on_fresh_homes_all_succeed(tmp_path, capsys):
     pairs = int(os.environ.get("BINDU_TEST_INIT_PAIRS", "10"))
     opener = "bare" if os.environ.get("BINDU_TEST_INIT_OPENER") == "bare" else "locked"
