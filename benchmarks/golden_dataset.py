@@ -60,8 +60,9 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def _tree_rss_mb() -> float:
-    """RSS of this process and all its descendants now (from /proc), in MB."""
+def _tree_rss_mb(field: str = "VmRSS:", file: str = "status") -> float:
+    """RSS (or, with ``"Pss:", "smaps_rollup"``, PSS: shared pages split between their users) of
+    this process and all its descendants now (from /proc), in MB."""
     children: dict[int, list[int]] = defaultdict(list)
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -76,9 +77,9 @@ def _tree_rss_mb() -> float:
         pid = todo.pop()
         todo.extend(children.get(pid, []))
         try:
-            with open(f"/proc/{pid}/status") as f:
+            with open(f"/proc/{pid}/{file}") as f:
                 for line in f:
-                    if line.startswith("VmRSS:"):
+                    if line.startswith(field):
                         total += int(line.split()[1])
                         break
         except OSError:
@@ -92,7 +93,8 @@ class TreePeak:
     def __enter__(self) -> "TreePeak":
         import threading
 
-        self.peak, self._stop = 0.0, threading.Event()
+        self.peak = self.peak_pss = 0.0
+        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
         return self
@@ -100,6 +102,7 @@ class TreePeak:
     def _run(self) -> None:
         while not self._stop.wait(0.1):
             self.peak = max(self.peak, _tree_rss_mb())
+            self.peak_pss = max(self.peak_pss, _tree_rss_mb("Pss:", "smaps_rollup"))
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
@@ -199,7 +202,7 @@ def run_streaming(url: str, chunk_size: int, workers: int) -> dict:
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 if workers > 1 else 0.0
     label = "streaming, 1 process" if workers <= 1 else f"streaming, {workers} workers"
     return {"approach": label, "tasks": result.tasks_read, "golden_rows": result.rows, "seconds": seconds,
-            "fingerprint": result.fingerprint,
+            "fingerprint": result.fingerprint, "cpu_seconds": _cpu_seconds(),
             # Upper bound for the whole process tree: main peak + each worker at the largest worker's peak.
             "peak_rss_mb": peak_rss_mb() + workers * children if workers > 1 else peak_rss_mb(),
             "reports": result.reports}
@@ -238,7 +241,7 @@ def run_dagster(url: str, chunk_size: int, workers: int) -> dict:
         drops.update(meta[asset]["dropped_by_reason"])
     return {"approach": f"dagster assets, {workers} w", "tasks": meta["raw_tasks"]["dagster/row_count"],
             "golden_rows": meta["golden_dataset"]["dagster/row_count"], "seconds": seconds,
-            "fingerprint": meta["golden_dataset"]["fingerprint"], "peak_rss_mb": peak.peak,
+            "fingerprint": meta["golden_dataset"]["fingerprint"], "peak_rss_mb": peak.peak, "peak_pss_mb": peak.peak_pss,
             "drops": {k: v for k, v in sorted(drops.items()) if v}, "checks": checks, "steps": steps,
             "cpu_seconds": _cpu_seconds()}
 
@@ -346,16 +349,16 @@ def main() -> int:
         "and the 5 checks (in-process executor, ephemeral instance), N worker processes per stage",
         "peak RSS: each approach in its own subprocess; dagster: the whole process tree (main + workers, /proc "
         "sampled every 0.1 s); streaming, N workers: main + N x the largest worker's ru_maxrss (an upper bound); "
-        "others ru_maxrss",
+        "others ru_maxrss; CPU s: user + system of the subprocess and its workers (less load-dependent than seconds)",
         "x seed: tasks/s over the seed's way in the same run",
         "",
-        f"{'approach':<24}{'tasks':>11}{'golden rows':>13}{'seconds':>10}{'tasks/s':>10}{'x seed':>8}{'peak RSS MB':>13}",
+        f"{'approach':<24}{'tasks':>11}{'golden rows':>13}{'seconds':>10}{'tasks/s':>10}{'x seed':>8}{'peak RSS MB':>13}{'CPU s':>8}",
     ]
     for r in results:
         rate = r["tasks"] / r["seconds"]
         ratio = f"{rate / seed_rate:.2f}" if seed_rate else "-"
         lines.append(f"{r['approach']:<24}{r['tasks']:>11,}{r['golden_rows']:>13,}{r['seconds']:>10.1f}"
-                     f"{rate:>10,.0f}{ratio:>8}{r['peak_rss_mb']:>13,.0f}")
+                     f"{rate:>10,.0f}{ratio:>8}{r['peak_rss_mb']:>13,.0f}{r.get('cpu_seconds', float('nan')):>8.1f}")
     if len(dagster_runs) > 1:
         lines.append(
             f"  (dagster assets: median of {len(dagster_runs)} runs; each run: "
@@ -363,7 +366,8 @@ def main() -> int:
         )
     verdicts = ", ".join(f"{name} {'passed' if passed else 'FAILED'}" for name, passed in results[0]["checks"].items())
     lines.append(f"  (dagster checks: {verdicts})")
-    lines.append(f"  (dagster steps, seconds: {results[0]['steps']}; CPU seconds, main + workers: {results[0]['cpu_seconds']})")
+    lines.append(f"  (dagster steps, seconds: {results[0]['steps']})")
+    lines.append(f"  (dagster peak PSS of the process tree, shared pages counted once: {results[0]['peak_pss_mb']:,.0f} MB)")
     if len(parallel_runs) > 1:
         lines.append(
             f"  (streaming, {args.workers} workers: median of {len(parallel_runs)} runs; each run: "
