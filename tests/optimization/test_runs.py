@@ -43,9 +43,10 @@ def test_cli_train_runs_through_dagster_and_prints_the_outcome(demo_db, capsys):
     [run] = dg.DagsterInstance.get().get_runs(dg.RunsFilter(job_name=TRAINING_JOB, tags={TRAINING_AGENT_TAG: "support-bot"}))
     assert run.status == dg.DagsterRunStatus.SUCCESS and run.run_id in out
 
-    # The guard: a second run skips while the experiment is on, and says why.
-    assert main(["train", "--agent", "support-bot", "--max-steps", "1"]) == 0
-    assert "skipped — an experiment is running" in capsys.readouterr().out
+    # The guard: a second run is refused while the experiment is on, in one line saying why.
+    assert main(["train", "--agent", "support-bot", "--max-steps", "1"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "an experiment is running for 'support-bot'" in err and len(err.splitlines()) == 1
     assert demo_db.get_candidate_prompt("support-bot").id == candidate.id
 
 
