@@ -51,11 +51,13 @@ def agent_status(engine: sa.Engine, agent_id: str) -> dict[str, Any]:
         raise LookupError(f"unknown agent {agent_id!r}: no prompts in the database (has its router bootstrapped?)")
     usage = prompt_usage(engine, agent_id, [prompt.id for prompt in prompts])
     from bindu_pipelines.canary.controller import experiment_state  # canary (issue 5): live experiment
+    from bindu_pipelines.canary.settings import canary_settings
 
     return {
         "agent_id": agent_id,
         "experiment_running": any(prompt.status == "candidate" for prompt in prompts),
         "experiment": experiment_state(engine, agent_id) if prompts else None,
+        "canary_settings": canary_settings(agent_id),  # canary (issue 15): the policy this agent runs with
         "historic_tasks": historic_tasks(engine, agent_id),
         "prompts": [
             {**prompt.as_dict(), **usage[prompt.id]}

@@ -7,9 +7,10 @@ units counted once each for the sample-ratio check. No task or feedback row is l
 
 * **Unit** = ``COALESCE(tasks.prompt_unit, task id)``: the hashed router key the stamp wrote, or the
   task itself when it was stamped without a key.
-* **Cluster** = (arm, unit); its **segment** is the one in which the unit's first counted task of
-  that arm was routed. For the sample-ratio check each unit counts once, in the arm and segment of
-  its first counted task.
+* **Cluster** = (arm, unit, segment): a unit's tasks in one arm within one traffic segment. A
+  returning user who spans segments (or whom a ramp step moved to the candidate) is a cluster in
+  each; the covariance of one user's clusters across segments is not in the variance (docs/CANARY.md).
+  For the sample-ratio check each unit counts once, in the arm and segment of its first counted task.
 * **Maturity**: only tasks at least ``maturity_hours`` old at ``as_of`` count, each with the feedback
   written within ``maturity_hours`` of the task (and by ``as_of``); 0 = no window, every row as it
   arrives (the seed's rule). Every counted task has had the
@@ -104,11 +105,11 @@ def _aggregate_sql(connection, agent_id: str | None, segment_count: int, windowe
              WHERE score IS NOT NULL
         ),
         per_unit AS (
-            SELECT prompt_id, unit, MIN(segment) AS segment, MIN(task_at) AS first_at,
+            SELECT prompt_id, unit, segment, MIN(task_at) AS first_at,
                    COUNT(*) AS n, SUM(score) AS y, SUM(score * score) AS ss
               FROM latest
              WHERE position = 1
-             GROUP BY prompt_id, unit
+             GROUP BY prompt_id, unit, segment
         ),
         first_arm AS (
             SELECT prompt_id, segment,

@@ -13,7 +13,7 @@ Two policies exist:
   Σn_i², Σn_i·y_i, Σy_i². An arm's mean is the ratio Y/N and its variance the cluster-robust
   (delta-method) one, Σ(y_i − m·n_i)² / N² · K/(K−1), so several correlated events of one user
   count as what they are: one randomised unit.
-* **Strata.** A unit belongs to the traffic segment (ramp stage) in which it first reached that arm.
+* **Strata.** A cluster is a unit's events in one arm within one traffic segment (ramp stage).
   The difference is estimated within each stratum and combined with fixed weights
   w_s = N_as·N_cs/(N_as+N_cs) (they depend on counts only, never on scores), so hours and days in
   which the split was different are never pooled into one mean.
@@ -569,7 +569,8 @@ def coerce_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
                     raise ValueError
                 result[key] = float(value)
         except (TypeError, ValueError):
-            raise ValueError(f"canary setting {key!r} must be a {kind.__name__}, got {value!r}") from None
+            kind_name = {tuple: "comma-separated list of numbers", bool: "true/false", int: "whole number", float: "number"}[kind]
+            raise ValueError(f"canary setting {key!r} must be a {kind_name}, got {value!r}") from None
     return result
 
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from bindu_pipelines.canary.policy import CanaryPolicy, coerce_settings, get_policy
 
-__all__ = ["SETTINGS_ENV", "agent_settings", "resolve_policy"]
+__all__ = ["SETTINGS_ENV", "agent_settings", "canary_settings", "resolve_policy"]
 
 SETTINGS_ENV = "BINDU_CANARY_SETTINGS"
 
@@ -76,3 +76,8 @@ def resolve_policy(
         return get_policy(policy, **settings)
     except ValueError as exc:
         raise CanarySettingsError(f"agent {agent_id!r}: {exc}") from None
+
+
+def canary_settings(agent_id: str) -> dict[str, Any]:
+    """The settings the controller runs ``agent_id`` with by default (for ``bindu-dspy status``)."""
+    return resolve_policy("sequential", agent_id).settings()

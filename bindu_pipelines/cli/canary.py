@@ -8,26 +8,35 @@ from __future__ import annotations
 
 import json
 
+from bindu_pipelines.canary.cli_options import add_policy_flags, policy_settings
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("canary", help="one canary iteration: ramp, promote, roll back or hold the candidate")
     parser.add_argument("--agent", required=True, help="agent id")
     parser.add_argument("--policy", default="sequential", help="decision policy: sequential (default) or seed")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+    add_policy_flags(parser)  # override the agent's settings file (BINDU_CANARY_SETTINGS) for this run
     parser.set_defaults(func=run_canary)
 
 
 def run_canary(args) -> int:
     from bindu_pipelines.canary.assets import CANARY_AGENT_TAG
-    from bindu_pipelines.canary.policy import get_policy
     from bindu_pipelines.cli import CommandFailed
     from bindu_pipelines.launch import run_job_for_agent
 
-    get_policy(args.policy)  # an unknown policy is a one-line error before any run starts
+    from bindu_pipelines.canary.settings import resolve_policy
+
+    settings = policy_settings(args)
+    # An unknown policy, a bad settings file or flag is a one-line error before any run starts.
+    try:
+        resolve_policy(args.policy, args.agent, settings)
+    except ValueError as exc:
+        raise CommandFailed(str(exc)) from None
     result = run_job_for_agent(
         "canary_job",
         args.agent,
-        run_config={"ops": {"traffic_decision": {"config": {"policy": args.policy}}}},
+        run_config={"ops": {"traffic_decision": {"config": {"policy": args.policy, "settings": settings}}}},
         tags={CANARY_AGENT_TAG: args.agent},
     )
     if not result.success:

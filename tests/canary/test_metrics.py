@@ -185,9 +185,9 @@ def test_units_clusters_segments_and_the_maturity_window(engine):
         agent_id="agent-u", maturity_hours=24,
     )  # fmt: skip
     cand = metrics.candidate.clusters.strata
-    # user-1 is one cluster of 3 events in segment 0 (its first candidate task); user-2's candidate cluster starts in 1.
-    assert cand[0] == type(cand[0])(units=1, n=3, y=2, nn=9, ny=6, yy=4)
-    assert cand[1] == type(cand[1])(units=1, n=1, y=0, nn=1, ny=0, yy=0)
+    # user-1 is one cluster of 2 events in segment 0 and, with user-2 (moved by the ramp), one of 1 in segment 1.
+    assert cand[0] == type(cand[0])(units=1, n=2, y=2, nn=4, ny=4, yy=4)
+    assert cand[1] == type(cand[1])(units=2, n=2, y=0, nn=2, ny=0, yy=0)
     act = metrics.active.clusters.strata
     assert (act[0].units, act[0].n, act[0].y) == (2, 2, 2) and act[1].units == 0
     # Each unit once, at its first task: user-1 candidate, user-2 and the keyless task active, all in segment 0.

@@ -168,7 +168,7 @@ def test_settings_are_checked_with_one_clear_error():
     }  # fmt: skip
     with pytest.raises(ValueError, match="unknown canary setting 'dwell'"):
         get_policy("sequential", dwell=3)
-    with pytest.raises(ValueError, match="'holdback_hours' must be a float"):
+    with pytest.raises(ValueError, match="'holdback_hours' must be a number"):
         get_policy("sequential", holdback_hours="a week")
     with pytest.raises(ValueError, match="holdback_share must be in"):
         get_policy("sequential", holdback_share=0.7)
