@@ -19,6 +19,8 @@ Invariants the database enforces (not the code that happens to write today):
 
 from __future__ import annotations
 
+import time
+
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
@@ -211,6 +213,7 @@ _SQLITE_TRIGGERS = [
 
 # Serialises concurrent `db upgrade` runs on PostgreSQL; an arbitrary constant of ours.
 _UPGRADE_LOCK_KEY = 0x62696E6475
+_INDEX_BUILD_LOCK_KEY = _UPGRADE_LOCK_KEY + 1
 
 
 def upgrade(engine: sa.Engine, agent_id: str | None = None) -> list[str]:
@@ -242,7 +245,47 @@ def upgrade(engine: sa.Engine, agent_id: str | None = None) -> list[str]:
                 # Serialises concurrent upgrades; held to the end of this schema's transaction.
                 connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _UPGRADE_LOCK_KEY})
             changes += _upgrade_namespace(connection, schema, agent_id=agent_id)
+        if schema is not None:
+            changes += _build_prompt_index_concurrently(engine, schema)
     return changes
+
+
+_PROMPT_INDEX = next(index for index in tasks.indexes if index.name == "ix_tasks_prompt_id")
+
+
+def _build_prompt_index_concurrently(engine: sa.Engine, schema: str) -> list[str]:
+    """Build ix_tasks_prompt_id on a Bindu tasks table that lacks it without blocking Bindu's
+    writes (``CREATE INDEX CONCURRENTLY``; a plain build holds inserts for the whole table scan:
+    ``benchmarks/storage_upgrade.py``). A build that failed half-way leaves an invalid index,
+    which is dropped and built again.
+
+    Builds are serialised by an advisory lock of their own, taken by polling: a CONCURRENTLY build
+    waits for every statement holding a snapshot, so another upgrader blocked inside a lock wait
+    would deadlock with it, while one that sleeps between tries holds none."""
+    with engine.connect() as plain:
+        connection = plain.execution_options(isolation_level="AUTOCOMMIT")
+        try_lock = sa.text("SELECT pg_try_advisory_lock(:key)")
+        while not connection.execute(try_lock, {"key": _INDEX_BUILD_LOCK_KEY}).scalar():
+            time.sleep(0.05)
+        try:
+            valid = connection.execute(
+                sa.text(
+                    "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                    "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = :schema AND c.relname = :name"
+                ),
+                {"schema": schema, "name": _PROMPT_INDEX.name},
+            ).scalar()
+            if valid:
+                return []
+            quoted = layout.quote_identifier(connection, schema)
+            if valid is False:
+                connection.exec_driver_sql(f"DROP INDEX CONCURRENTLY {quoted}.{_PROMPT_INDEX.name}")
+            create = str(sa.schema.CreateIndex(_PROMPT_INDEX).compile(
+                dialect=connection.dialect, schema_translate_map={None: schema}, render_schema_translate=True))
+            connection.exec_driver_sql(create.replace("CREATE INDEX ", "CREATE INDEX CONCURRENTLY ", 1))
+            return [f"schema {schema}: created index {_PROMPT_INDEX.name}"]
+        finally:
+            connection.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": _INDEX_BUILD_LOCK_KEY})
 
 
 def _upgrade_namespace(connection: sa.Connection, schema: str | None, *, agent_id: str | None) -> list[str]:
@@ -278,9 +321,10 @@ def _upgrade_namespace(connection: sa.Connection, schema: str | None, *, agent_i
                 connection.execute(sa.text(f"ALTER TABLE {qualified_tasks} ADD COLUMN {column} VARCHAR(64)"))
                 changes.append(f"{where}added column tasks.{column}")
         indexes = {index["name"] for index in inspector.get_indexes("tasks", schema=schema)}
-        if "ix_tasks_prompt_id" not in indexes:
-            next(index for index in tasks.indexes if index.name == "ix_tasks_prompt_id").create(scoped)
-            changes.append(f"{where}created index ix_tasks_prompt_id")
+        # On PostgreSQL the index is built after this transaction, concurrently (see upgrade).
+        if schema is None and _PROMPT_INDEX.name not in indexes:
+            _PROMPT_INDEX.create(scoped)
+            changes.append(f"{where}created index {_PROMPT_INDEX.name}")
     statements = _SQLITE_TRIGGERS if schema is None else _postgres_triggers(layout.quote_identifier(connection, schema))
     for statement in statements:
         connection.execute(sa.text(statement))

@@ -221,3 +221,28 @@ def test_the_databases_invariants_hold_in_a_did_schema(engine):
     with pytest.raises(InvariantViolation):
         store.start_experiment(did, "all of it", source="test", candidate_traffic=1)
     assert store.get_active_prompt(did).traffic == 1
+
+
+def test_the_prompt_index_is_built_concurrently_and_a_half_built_one_is_rebuilt(engine):
+    did = unique_did("big-history")
+    schema = engine.did_schema(did)
+    upgrade(engine, agent_id=did)
+
+    def index_state() -> list:
+        with engine.connect() as connection:
+            return connection.execute(sa.text(
+                "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = :s AND c.relname = 'ix_tasks_prompt_id'"
+            ), {"s": schema}).scalars().all()
+
+    assert index_state() == [True]
+    # What a CREATE INDEX CONCURRENTLY interrupted half-way leaves behind: an invalid index.
+    with engine.begin() as connection:
+        connection.execute(sa.text(
+            "UPDATE pg_index SET indisvalid = false WHERE indexrelid = "
+            "(SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            " WHERE n.nspname = :s AND c.relname = 'ix_tasks_prompt_id')"), {"s": schema})
+    assert index_state() == [False]
+    assert upgrade(engine, agent_id=did) == [f"schema {schema}: created index ix_tasks_prompt_id"]
+    assert index_state() == [True]
+    assert upgrade(engine, agent_id=did) == []
