@@ -5,9 +5,12 @@ Stages, in the seed's order, each reporting rows in / out and drops by reason:
     fetch -> feedback (normalise) -> extract (strategy + PII scrub) -> quality (require_feedback,
     threshold) -> validate -> deduplicate -> split (train / validation)
 
-``GoldenDatasetPipeline`` holds the per-row stage functions and their reports; the Dagster assets
-call the stages one asset at a time, ``stream_golden_dataset`` runs them all in one pass over a
-streamed read (bounded memory), and ``build_golden_dataset`` is the seed's async API on top.
+``GoldenDatasetPipeline`` holds the per-row stage functions and their reports. They run in two
+arrangements of the same reading (``fetch.py``) and the same worker processes: ``stages.py``
+runs them as four file-to-file stages (what the Dagster assets of the daily job run, Parquet
+streamed from stage to stage), ``stream_golden_dataset`` in one pass over a streamed read; both
+keep memory bounded by the batch size and give the same rows and drop counts (tested).
+``build_golden_dataset`` is the seed's async API on the one-pass arrangement.
 """
 
 from __future__ import annotations
