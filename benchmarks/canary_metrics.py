@@ -1,4 +1,4 @@
-"""Time the canary's per-arm SQL aggregate on 10 M tasks in PostgreSQL (target <= 2 s).
+"""Time the canary's per-unit, per-segment SQL aggregate on 10 M tasks in PostgreSQL (target <= 2 s).
 
     .venv/bin/python -m benchmarks.canary_metrics [--tasks 10000000] [--repeat 5] [--no-write]
 
@@ -93,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+MATURITY_HOURS = 24.0  # the controller's fallback window: tasks 24 h old, feedback within 24 h
+
+
 def measure(engine: sa.Engine, n_tasks: int, repeat: int) -> list[str]:
     upgrade(engine)
     began = time.perf_counter()
@@ -109,7 +112,9 @@ def measure(engine: sa.Engine, n_tasks: int, repeat: int) -> list[str]:
     timings, metrics = [], None
     for _ in range(repeat + 1):  # the first run warms the cache and is not counted
         began = time.perf_counter()
-        metrics = experiment_metrics(engine, active_id="old-active", candidate_id="candidate", segments=segments, as_of=NOW)
+        metrics = experiment_metrics(
+            engine, active_id="old-active", candidate_id="candidate", segments=segments, as_of=NOW, maturity_hours=MATURITY_HOURS
+        )
         timings.append(time.perf_counter() - began)
     timings = timings[1:]
     lines.append(
@@ -117,13 +122,19 @@ def measure(engine: sa.Engine, n_tasks: int, repeat: int) -> list[str]:
         f"(target <= 2 s)"
     )
     for arm in (metrics.active, metrics.candidate):
-        lines.append(f"  {arm.prompt_id}: {arm.stats.n:,} tasks with valid feedback, mean score {arm.stats.mean:.4f}")
+        lines.append(
+            f"  {arm.prompt_id}: {arm.stats.n:,} mature tasks with valid feedback in {arm.clusters.units:,} units, "
+            f"mean score {arm.stats.mean:.4f}"
+        )
     with engine.connect() as connection:  # the plan under the settings experiment_metrics applies
         for setting in POSTGRES_SETTINGS:
             connection.exec_driver_sql(setting)
         plan = connection.execute(
-            sa.text("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + _aggregate_sql("postgresql", 1)),
-            {"active_id": "old-active", "candidate_id": "candidate", "since": segments[0].start, "as_of": NOW},
+            sa.text("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + _aggregate_sql(connection, None, 1)),
+            {
+                "active_id": "old-active", "candidate_id": "candidate", "since": segments[0].start, "as_of": NOW,
+                "cutoff": NOW - timedelta(hours=MATURITY_HOURS), "maturity_seconds": MATURITY_HOURS * 3600.0,
+            },  # fmt: skip
         ).scalars().all()
     return [*lines, "", "EXPLAIN (ANALYZE, BUFFERS) of the aggregate:", *plan]
 
