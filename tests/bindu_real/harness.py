@@ -159,7 +159,7 @@ class BinduAgentServer:
         }  # fmt: skip
         return self.call("message/send", {"message": message, "configuration": {"acceptedOutputModes": ACCEPTED_OUTPUT_MODES}})
 
-    def wait_for_tasks(self, task_ids, timeout: float = 30.0, pool=None) -> dict[uuid.UUID, dict]:
+    def wait_for_tasks(self, task_ids, timeout: float = 120.0, pool=None) -> dict[uuid.UUID, dict]:
         """Poll ``tasks/get`` (through ``pool``, an executor, when given) until every task is in a
         terminal state; the tasks by id."""
         pending, done = set(task_ids), {}
