@@ -40,7 +40,7 @@ def dagster_ui(tmp_path_factory):
     demo = subprocess.run(
         [sys.executable, "-m", "bindu_pipelines.cli", "demo", "run", "--reset", "--agents", "2", "--tasks", "120",
          "--max-steps", "1", "--hours", "40", "--requests-per-hour", "100", "--no-progress"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=1500,
     )  # fmt: skip
     assert demo.returncode == 0, demo.stderr[-3000:]
     assert "promote" in demo.stdout
@@ -112,9 +112,8 @@ def test_traffic_decision_shows_the_experiments_trajectory_chart(dagster_ui, pag
     page.get_by_text("traffic_after", exact=True).first.wait_for()
     assert page.get_by_text("promote", exact=True).count() >= 1
     page.get_by_text("trajectory", exact=True).first.wait_for()
-    # Markdown metadata opens in a dialog from the metadata table.
-    row = page.locator("tr", has=page.get_by_text("trajectory", exact=True)).first
-    row.get_by_role("button").first.click()
+    # A long Markdown value opens in a dialog from its row of the metadata table.
+    page.locator("tr", has=page.get_by_text("trajectory", exact=True)).first.locator("a").first.click()
     image = _visible_image(page, "img[alt='support-bot: canary trajectory']")
     image.scroll_into_view_if_needed()
     page.get_by_text("hours since", exact=False).first.wait_for()
