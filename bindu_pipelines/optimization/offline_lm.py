@@ -183,9 +183,10 @@ def _evidence_style(inputs: dict[str, str]) -> HouseStyle:
 
 
 def _general(style: HouseStyle) -> HouseStyle:
-    """Without an opener that introduces its reply ("Here's how to reset my password:"): such an
-    opener restates one question, and as a directive it would begin every reply with it."""
-    return replace(style, opener="") if style.opener.rstrip().endswith(":") else style
+    """Without an opener that is not a whole sentence of its own ("Here's how to reset my password:",
+    or its first words cut short): such an opener restates one question, and as a directive it would
+    begin every reply with it. A sentence like "Good news: this is quick to fix." stays."""
+    return style if style.opener.rstrip().endswith((".", "!", "?")) else replace(style, opener="")
 
 
 def _advice(inputs: dict[str, str], current: str, variant: int | None) -> list[str]:
