@@ -155,8 +155,14 @@ def train_agent(agent_id: str, instance: dg.DagsterInstance, *, optimizer: str, 
     return report
 
 
+# The demo compresses weeks into simulated hours, so it tunes the policy the way an operator would
+# (docs/CANARY.md): its simulated users answer within the hour, and a stage needs hours, not days.
+DEMO_CANARY_SETTINGS = {"maturity_hours": "1", "min_stage_hours": "4", "holdback_hours": "6"}
+
+
 def decide(agent_id: str, instance: dg.DagsterInstance, as_of: datetime, definitions: dg.Definitions) -> dict[str, Any]:
-    run_config = {"ops": {"traffic_decision": {"config": {"as_of": as_of.isoformat()}}}, "loggers": QUIET_LOGS}
+    config = {"as_of": as_of.isoformat(), "settings": DEMO_CANARY_SETTINGS}
+    run_config = {"ops": {"traffic_decision": {"config": config}}, "loggers": QUIET_LOGS}
     result = run_job_for_agent(
         "canary_job", agent_id, run_config=run_config, tags={CANARY_AGENT_TAG: agent_id}, instance=instance, definitions=definitions
     )
