@@ -97,8 +97,8 @@ def play_hour(
         planned.append((task_id, context_id, moment, question, answer, choice))
     with write_transaction(engine) as connection:
         connection.execute(tasks.insert(), [_task_row(*plan[:5]) for plan in planned])
-    for task_id, _context, moment, _question, answer, choice in planned:
-        router.stamp_task(task_id, choice)
+    for task_id, context_id, moment, _question, answer, choice in planned:
+        router.stamp_task(task_id, choice, key=context_id)
         arm = tally.arm(choice.prompt_id)
         arm.served += 1
         if rng.random() < taste.feedback_rate:
@@ -109,6 +109,10 @@ def play_hour(
             )
             arm.rated += 1
             arm.score_sum += (rating - 1) / 4
+    # The canary decides right after this hour: the stamps a live agent's writer would have
+    # written by then must be in the database (the demo's router runs without its threads).
+    if not router.flush_stamps():
+        raise RuntimeError(f"the demo could not write the stamps of {agent.agent_id}'s hour from {start:%H:%M}")
     return tally
 
 
