@@ -8,6 +8,7 @@ import threading
 from collections.abc import Callable
 
 import dagster as dg
+import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy import event
 
@@ -113,6 +114,12 @@ def step_failures(result: dg.ExecuteInProcessResult) -> list[tuple[str, str]]:
 
 def materialized_assets(result: dg.ExecuteInProcessResult) -> set[str]:
     return {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+
+
+def stored_frame(result: dg.ExecuteInProcessResult, asset: str) -> pd.DataFrame:
+    """The rows the IO manager stored for ``asset`` in this run (its materialization's ``path``)."""
+    [event] = [e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == asset]
+    return pd.read_parquet(event.materialization.metadata["path"].value)
 
 
 def table_counts(engine: sa.Engine) -> dict[str, int]:

@@ -430,8 +430,9 @@ def check_cli_outcome(command: str, code: int, out: str, err: str) -> None:
         lines = err.splitlines()
         assert len(lines) == 1 and lines[0].startswith(f"bindu-dspy {command}: "), err
         REJECTIONS[f"cli.{command}.exit1"] += 1
-    elif code == 2:  # argparse: the usage, then one line naming the problem
-        assert err.splitlines()[-1].startswith("bindu-dspy") and ": error: " in err.splitlines()[-1], err
+    elif code == 2:  # a usage error: one line naming the problem and where to read the usage
+        lines = err.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("bindu-dspy") and lines[0].endswith("--help)"), err
         REJECTIONS[f"cli.{command}.exit2"] += 1
     else:
         assert out.strip() and not err.strip(), err

@@ -30,7 +30,7 @@ from bindu_runtime import FeedbackCollector, PromptRouter, PromptStore
 from bindu_runtime.schema import agent_prompts, task_feedback, tasks
 from tests.canary.conftest import T0, start_experiment, write_rate
 from tests.optimization.openai_stub import OpenAIStub
-from tests.reliability.pipeline_helpers import SMALL_SIMBA, golden_config, step_failures
+from tests.reliability.pipeline_helpers import SMALL_SIMBA, golden_config, step_failures, stored_frame
 from tests.reliability.helpers import state_violations
 
 PLANT = "ZEBRA-PLANTED-7781"
@@ -102,7 +102,7 @@ def test_training_agent_a_never_reads_agent_b_tasks(sqlite_url, monkeypatch, tmp
             run_config=config, raise_on_error=False,
         )
         assert result.success, step_failures(result)
-        golden = result.output_for_node("golden_dataset")
+        golden = stored_frame(result, "golden_dataset")
         sent = json.dumps([r["body"] for r in stub.requests])
     assert len(golden) > 10 and len(stub.requests) > 10  # A trained on its own data, over the wire
     assert PLANT not in golden.to_json()

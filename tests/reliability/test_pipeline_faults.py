@@ -8,6 +8,7 @@ succeed, with no duplicate prompt, audit or feedback rows.
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import dagster as dg
@@ -29,6 +30,7 @@ from tests.reliability.pipeline_helpers import (
     materialize_training,
     materialized_assets,
     step_failures,
+    stored_frame,
     table_counts,
 )
 from tests.support.tcp_proxy import TcpProxy
@@ -37,6 +39,8 @@ pytestmark = [pytest.mark.postgres, pytest.mark.timeout(240)]
 
 AGENT = "support-bot"
 LOST_CONNECTION = ("server closed the connection", "connection", "terminat", "could not receive")
+# Every statement names its schema (the session's own, e.g. "t_1a2b.agent_prompts").
+INSERT_PROMPT = re.compile(r"INSERT INTO (?:\S+\.)?agent_prompts\b")
 GOLDEN_ASSETS = ["raw_tasks", "normalized_feedback", "extracted_interactions", "golden_dataset"]
 
 
@@ -71,7 +75,7 @@ def test_golden_dataset_run_cut_at_every_statement_fails_cleanly_and_retry_match
         clean = materialize_golden(url, str(tmp_path / "clean"), instance, AGENT, min_examples=1)
         assert clean.success, step_failures(clean)
         points = list(faults.points)
-        expected = clean.output_for_node("golden_dataset")
+        expected = stored_frame(clean, "golden_dataset")
         faults.points.clear()
         assert len(points) >= 4  # raw_tasks: the streamed read and the count; normalized_feedback: orphans
         failures = {}
@@ -90,7 +94,7 @@ def test_golden_dataset_run_cut_at_every_statement_fails_cleanly_and_retry_match
             faults.actions = {}
             retry = materialize_golden(url, str(tmp_path / f"cut{k}"), instance, AGENT, min_examples=1)
             assert retry.success, step_failures(retry)
-            assert retry.output_for_node("golden_dataset").equals(expected)
+            assert stored_frame(retry, "golden_dataset").equals(expected)
     assert table_counts(direct) == counts  # the golden dataset only reads
     steps = sorted(set(failures.values()), key=GOLDEN_ASSETS.index)
     assert steps == ["raw_tasks", "normalized_feedback"]
@@ -119,7 +123,7 @@ def test_training_run_cut_inside_candidate_prompt_write_leaves_one_candidate(dir
         assert clean.success, step_failures(clean)
         assert _candidate_outcome(clean) == "candidate_started"
         points = list(faults.points)
-        assert any("INSERT INTO agent_prompts" in sql for _, sql in points)
+        assert any(INSERT_PROMPT.match(sql) for _, sql in points), points
         scenarios = [(f"cut before {sql[:50]}", {k: proxy.cut}) for k, (phase, sql) in enumerate(points) if phase == "before"]
         scenarios.append(("lost COMMIT answer of start_experiment", None))
         outcomes = []
@@ -129,7 +133,7 @@ def test_training_run_cut_inside_candidate_prompt_write_leaves_one_candidate(dir
             faults.points.clear()
             if actions is None:
                 def arm(phase, sql):
-                    if phase == "before" and sql.startswith("INSERT INTO agent_prompts"):
+                    if phase == "before" and INSERT_PROMPT.match(sql):
                         proxy.cut_after_reply_to(b"COMMIT")
                 faults.on_statement, faults.actions = arm, {}
             else:
