@@ -94,3 +94,8 @@ class CanaryMeta:
     TRAFFIC_BEFORE = "traffic_before"
     TRAFFIC_AFTER = "traffic_after"
     DECISION = "decision"
+    CANDIDATE_ID = "candidate_id"
+    # The prompt the experiment is about: the candidate while it ramps, the promoted prompt (now
+    # active) while the old one is held back — one id across both phases of one rollout.
+    EXPERIMENT_ID = "experiment_id"
+    PHASE = "phase"  # "experiment" or "holdback"

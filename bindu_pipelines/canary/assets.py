@@ -16,6 +16,7 @@ from bindu_pipelines.canary.chart import trajectory_metadata
 from bindu_pipelines.canary.controller import ControllerOutcome, DatabaseUnavailable, run_controller_once
 from bindu_pipelines.canary.policy import available_policies
 from bindu_pipelines.errors import UnknownAgent
+from bindu_pipelines.names import CanaryMeta
 from bindu_pipelines.partitions import agent_partitions
 from bindu_pipelines.resources import BinduDatabase
 
@@ -103,7 +104,10 @@ def outcome_metadata(outcome: ControllerOutcome) -> dict[str, dg.MetadataValue]:
     for key, statistic in PLOTTED_STATISTICS:
         metadata[key] = _number(outcome.statistics.get(statistic))
     if outcome.candidate_id:
-        metadata["candidate_id"] = dg.MetadataValue.text(outcome.candidate_id)
+        metadata[CanaryMeta.CANDIDATE_ID] = dg.MetadataValue.text(outcome.candidate_id)
+    if outcome.experiment_id:
+        metadata[CanaryMeta.EXPERIMENT_ID] = dg.MetadataValue.text(outcome.experiment_id)
+        metadata[CanaryMeta.PHASE] = dg.MetadataValue.text(outcome.phase or "experiment")
     return {key: value for key, value in metadata.items() if value is not None}
 
 

@@ -17,30 +17,70 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from bindu_pipelines.names import TRAFFIC_DECISION, CanaryMeta
+
 SCORE_SCALE = "mean feedback score, 0..1 (rating r of 1-5 → (r−1)/4; thumbs up 1, down 0)"
 # The traffic_decision metadata a trajectory point carries.
 POINT_KEYS = (
     "hours_running", "traffic_before", "traffic_after", "decision", "status",
     "active_mean_score", "candidate_mean_score", "active_feedback_tasks", "candidate_feedback_tasks",
-    "difference", "lower_bound", "upper_bound", "candidate_id",
+    "difference", "lower_bound", "upper_bound", CanaryMeta.CANDIDATE_ID, CanaryMeta.EXPERIMENT_ID, CanaryMeta.PHASE,
 )  # fmt: skip
-DECIDED = {"promote", "rollback", "roll back", "rolled_back", "promoted"}
+HOLDBACK_NOTE = ("After a promotion the old prompt is held back: \"candidate\" stays the new prompt and "
+                 "\"active\" the old one, so the lines run on through the holdback.")
 
 
 def point_from_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
     values = {key: getattr(value, "value", value) for key, value in metadata.items()}
-    return {key: values.get(key) for key in POINT_KEYS}
+    point = {key: values.get(key) for key in POINT_KEYS}
+    # Decisions recorded before experiment ids existed were about their candidate.
+    point[CanaryMeta.EXPERIMENT_ID] = point[CanaryMeta.EXPERIMENT_ID] or point[CanaryMeta.CANDIDATE_ID]
+    point[CanaryMeta.PHASE] = point[CanaryMeta.PHASE] or "experiment"
+    return point
 
 
-def trajectory_from_instance(instance, agent_id: str, candidate_id: str | None, *, limit: int = 2000) -> list[dict[str, Any]]:
-    """The experiment's earlier points (oldest first): this agent's ``traffic_decision``
-    materializations about ``candidate_id``."""
+def experiment_view(points: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One rollout on one axis, seen from the prompt under test (oldest first): the ramp's
+    points, then the holdback's as ``from_the_new_prompt`` turns them, their hours running on from
+    the decision that promoted it."""
+    ordered = sorted(points, key=lambda p: (p.get(CanaryMeta.PHASE) == "holdback", _number(p.get("hours_running"))))
+    ramp_hours = [_number(p.get("hours_running")) for p in ordered if p.get(CanaryMeta.PHASE) != "holdback"]
+    promoted_at = max((h for h in ramp_hours if not math.isnan(h)), default=0.0)
+    return [from_the_new_prompt(point, promoted_at) for point in ordered]
+
+
+def from_the_new_prompt(point: Mapping[str, Any], promoted_at: float = 0.0) -> dict[str, Any]:
+    """A decision as the prompt under test sees it. During the holdback the promoted prompt is the
+    active arm and the old prompt the candidate arm; turned back, "candidate" stays the new prompt:
+    its traffic is 1 − the held-back share, the difference is new − old (bounds negated and
+    swapped), and the hours count from the start of the ramp (``promoted_at`` + holdback hours)."""
+    point = dict(point)
+    if point.get(CanaryMeta.PHASE) != "holdback":
+        return point
+    flip = lambda key: None if point.get(key) is None else 1.0 - float(point[key])  # noqa: E731
+    negate = lambda key: None if point.get(key) is None else -float(point[key])  # noqa: E731
+    point.update(
+        hours_running=promoted_at + _number(point.get("hours_running")),
+        traffic_before=flip("traffic_before"), traffic_after=flip("traffic_after"),
+        active_mean_score=point.get("candidate_mean_score"), candidate_mean_score=point.get("active_mean_score"),
+        active_feedback_tasks=point.get("candidate_feedback_tasks"), candidate_feedback_tasks=point.get("active_feedback_tasks"),
+        difference=negate("difference"), lower_bound=negate("upper_bound"), upper_bound=negate("lower_bound"),
+    )  # fmt: skip
+    return point
+
+
+def trajectory_from_instance(
+    instance, agent_id: str, experiment_id: str | None, *, latest: Mapping[str, Any] | None = None, limit: int = 2000
+) -> list[dict[str, Any]]:
+    """The rollout's points (oldest first, as ``experiment_view``): this agent's
+    ``traffic_decision`` materializations about ``experiment_id``, its ramp and its holdback,
+    then ``latest`` (a decision being recorded now)."""
     import dagster as dg
 
-    if not candidate_id:
+    if not experiment_id:
         return []
     result = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey("traffic_decision"), asset_partitions=[agent_id]), limit=limit
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(TRAFFIC_DECISION), asset_partitions=[agent_id]), limit=limit
     )
     points = []
     for record in result.records:
@@ -48,9 +88,9 @@ def trajectory_from_instance(instance, agent_id: str, candidate_id: str | None, 
         if materialization is None:
             continue
         point = point_from_metadata(materialization.metadata)
-        if point["candidate_id"] == candidate_id:
+        if point[CanaryMeta.EXPERIMENT_ID] == experiment_id:
             points.append(point)
-    return sorted(points, key=lambda p: (p["hours_running"] is None, p["hours_running"] or 0.0))
+    return experiment_view([*points, *([latest] if latest else [])])
 
 
 def _number(value: Any) -> float:
@@ -104,7 +144,11 @@ def _fmt(value: Any, pattern: str) -> str:
     return "—" if math.isnan(number) else pattern.format(number)
 
 
-TABLE_COLUMNS = ("hour", "traffic", "active (n)", "candidate (n)", "difference [bounds]", "decision")
+TABLE_COLUMNS = ("hour", "candidate traffic", "active (n)", "candidate (n)", "difference [bounds]", "decision")
+
+
+def decision_label(point: Mapping[str, Any]) -> str:
+    return str(point.get("decision") or "") + (" (holdback)" if point.get(CanaryMeta.PHASE) == "holdback" else "")
 
 
 def table_rows(points: Iterable[Mapping[str, Any]]) -> list[tuple[str, ...]]:
@@ -118,7 +162,7 @@ def table_rows(points: Iterable[Mapping[str, Any]]) -> list[tuple[str, ...]]:
             f"{_fmt(p.get('active_mean_score'), '{:.3f}')} ({_fmt(p.get('active_feedback_tasks'), '{:.0f}')})",
             f"{_fmt(p.get('candidate_mean_score'), '{:.3f}')} ({_fmt(p.get('candidate_feedback_tasks'), '{:.0f}')})",
             f"{_fmt(p.get('difference'), '{:+.3f}')} [{_fmt(p.get('lower_bound'), '{:+.3f}')}, {_fmt(p.get('upper_bound'), '{:+.3f}')}]",
-            str(p.get("decision") or ""),
+            decision_label(p),
         ))  # fmt: skip
     return rows
 
@@ -134,7 +178,7 @@ def chart_markdown(png: bytes, points: Sequence[Mapping[str, Any]], agent_id: st
     return "\n".join([
         f"![{agent_id}: canary trajectory](data:image/png;base64,{encoded})",
         "",
-        f"Scores: {SCORE_SCALE}. Hours since the experiment started.",
+        f"Scores: {SCORE_SCALE}. Hours since the experiment started. {HOLDBACK_NOTE}",
         "",
         table_markdown(points),
     ])  # fmt: skip
@@ -150,7 +194,7 @@ def report_html(agent_id: str, png_name: str, points: Sequence[Mapping[str, Any]
 <h1>{html.escape(agent_id)}: canary experiment</h1>
 <p>{html.escape(gate)}</p>
 <p><img src="{html.escape(png_name)}" alt="{html.escape(agent_id)}: canary trajectory"></p>
-<p>Scores: {html.escape(SCORE_SCALE)}. Hours since the experiment started.</p>
+<p>Scores: {html.escape(SCORE_SCALE)}. Hours since the experiment started. {html.escape(HOLDBACK_NOTE)}</p>
 <table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
 </body></html>
 """
@@ -168,12 +212,12 @@ def write_report(agent_id: str, points: Sequence[Mapping[str, Any]], out_dir: Pa
 
 def trajectory_metadata(instance, agent_id: str, current: Mapping[str, Any]) -> dict[str, Any]:
     """The ``trajectory`` metadata of a ``traffic_decision`` materialization: the chart and the
-    table of the whole experiment so far (earlier materializations plus this one). Empty when no
+    table of the whole rollout so far (earlier materializations plus this one). Empty when no
     experiment is running."""
     import dagster as dg
 
     point = point_from_metadata(current)
-    if not point["candidate_id"]:
+    if not point[CanaryMeta.EXPERIMENT_ID]:
         return {}
-    points = trajectory_from_instance(instance, agent_id, point["candidate_id"]) + [point]
+    points = trajectory_from_instance(instance, agent_id, point[CanaryMeta.EXPERIMENT_ID], latest=point)
     return {"trajectory": dg.MetadataValue.md(chart_markdown(chart_png(points, agent_id), points, agent_id))}

@@ -63,6 +63,8 @@ class ControllerOutcome:
     decision: Decision | None = None
     active_id: str | None = None
     candidate_id: str | None = None
+    experiment_id: str | None = None
+    phase: str | None = None
     traffic_before: float | None = None
     traffic_after: float | None = None
     hours_running: float | None = None
@@ -79,6 +81,8 @@ class ControllerOutcome:
             "reason": self.decision.reason if self.decision else None,
             "active_id": self.active_id,
             "candidate_id": self.candidate_id,
+            "experiment_id": self.experiment_id,
+            "phase": self.phase,
             "traffic_before": self.traffic_before,
             "traffic_after": self.traffic_after,
             "hours_running": self.hours_running,
@@ -190,9 +194,12 @@ def run_controller_once(
         decision = policy.decide(experiment.snapshot)
         before = float(experiment.candidate.traffic)
         statistics = _finite(decision.statistics)
+        holdback = experiment.snapshot.holdback
         common = dict(
             agent_id=agent_id, policy=policy.name, decision=decision, active_id=experiment.active.id,
             candidate_id=experiment.candidate.id, traffic_before=before,
+            experiment_id=experiment.active.id if holdback else experiment.candidate.id,
+            phase="holdback" if holdback else "experiment",
             hours_running=experiment.snapshot.hours_running, as_of=now, statistics=statistics,
         )  # fmt: skip
         if decision.action is Action.HOLD:

@@ -16,17 +16,21 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run_report)
 
 
-def _latest_candidate(instance, agent_id: str) -> str | None:
+def _latest_experiment(instance, agent_id: str) -> str | None:
+    """The prompt of the agent's latest rollout (ramp and holdback): its id, from the newest decision."""
     import dagster as dg
+
+    from bindu_pipelines.canary.chart import point_from_metadata
+    from bindu_pipelines.names import CanaryMeta
 
     result = instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=dg.AssetKey("traffic_decision"), asset_partitions=[agent_id]), limit=200, ascending=False
     )
     for record in result.records:
         materialization = record.asset_materialization
-        candidate = getattr((materialization.metadata or {}).get("candidate_id"), "value", None) if materialization else None
-        if candidate:
-            return candidate
+        experiment = point_from_metadata(materialization.metadata or {})[CanaryMeta.EXPERIMENT_ID] if materialization else None
+        if experiment:
+            return experiment
     return None
 
 
@@ -54,7 +58,7 @@ def run_report(args) -> int:
     from bindu_pipelines.instance import open_instance  # storage initialised once, under a lock
 
     instance = open_instance()
-    candidate = _latest_candidate(instance, args.agent)
+    candidate = _latest_experiment(instance, args.agent)
     if candidate is None:
         raise CommandFailed(
             f"no canary experiment of {args.agent!r} in the Dagster instance at {instance.root_directory}: "

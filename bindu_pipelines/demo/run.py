@@ -33,6 +33,7 @@ import dagster as dg
 from tqdm import tqdm
 
 from bindu_pipelines.canary.assets import CANARY_AGENT_TAG
+from bindu_pipelines.canary.chart import decision_label, from_the_new_prompt
 from bindu_pipelines.demo.catalog import agent_named
 from bindu_pipelines.demo.seed import demo_agents, seed_demo_data
 from bindu_pipelines.demo.traffic import UserTaste, play_hour
@@ -312,10 +313,10 @@ def render_report(reports: list[AgentReport], seconds: float, *, story_start: da
         if report.trajectory:
             lines.append("canary (hour of the story: candidate traffic, decision):")
             changes = [step for step in report.trajectory if step.get("traffic_before") != step.get("traffic_after")]
-            for step in changes or report.trajectory[-1:]:
+            for step in map(from_the_new_prompt, changes or report.trajectory[-1:]):
                 lines.append(
                     f"  h{step['hour']:>3}: {_pct(step.get('traffic_before'))} → {_pct(step.get('traffic_after'))}  "
-                    f"{step.get('decision', '?')}: {step.get('reason', '')}"
+                    f"{decision_label(step) or '?'}: {step.get('reason', '')}"
                 )
             lines.append(f"  {len(report.trajectory)} hourly decisions while the experiment ran")
         lines.append("final state (live traffic of the story per prompt):")

@@ -124,3 +124,38 @@ def test_status_shows_the_live_experiment(sqlite_url, sqlite_engine, monkeypatch
     assert 1.9 < experiment["hours_running"] < 2.5 and experiment["next_action"] == "hold"
     assert main(["status", "--agent", "bot"]) == 0
     assert "vs candidate 0.750 (n=40)" in capsys.readouterr().out
+
+
+def test_the_trajectory_follows_one_rollout_through_its_holdback(sqlite_url, sqlite_engine):
+    """Ramp, promotion and holdback are one rollout in the chart: every point is about the promoted
+    prompt, its hours run on from the promotion, and "candidate" stays the new prompt (its traffic
+    90 % while the old one is held back at 10 %)."""
+    store = PromptStore(sqlite_engine, clock=lambda: T0 - timedelta(days=1))
+    active = store.bootstrap("bot", "You are helpful.")
+    candidate = PromptStore(sqlite_engine, clock=lambda: T0).start_experiment("bot", "Better.", source="test", candidate_traffic="0.5")
+    write_rate(sqlite_engine, active.id, T0 + timedelta(hours=3), 1000, 0.60)
+    write_rate(sqlite_engine, candidate.id, T0 + timedelta(hours=3), 1000, 0.80)
+    instance = _instance_with("bot")
+
+    def decide(hours: float):
+        result = dg.materialize(
+            [traffic_decision], instance=instance, partition_key="bot", resources={"bindu_db": BinduDatabase(url=sqlite_url)},
+            run_config={"ops": {"traffic_decision": {"config": {"as_of": (T0 + timedelta(hours=hours)).isoformat()}}}},
+        )  # fmt: skip
+        return result.asset_materializations_for_node("traffic_decision")[0].metadata
+
+    promoted = decide(30)
+    assert (promoted["decision"].value, promoted["phase"].value, promoted["experiment_id"].value) == ("promote", "experiment", candidate.id)
+    write_rate(sqlite_engine, candidate.id, T0 + timedelta(hours=32), 900, 0.70)
+    write_rate(sqlite_engine, active.id, T0 + timedelta(hours=32), 100, 0.60)
+    held = decide(40)
+    assert (held["phase"].value, held["experiment_id"].value, held["candidate_id"].value) == ("holdback", candidate.id, active.id)
+    concluded = decide(30 + 169)
+    assert concluded["decision"].value == "conclude"
+    table = [line for line in concluded["trajectory"].value.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    cells = [[cell.strip() for cell in line.strip("|").split("|")] for line in table]
+    assert [row[0] for row in cells] == ["30.0", "40.0", "199.0"]  # 30 h ramp, then 10 h and 169 h of holdback
+    assert [row[1] for row in cells] == ["50% → 90%", "90%", "90% → 100%"]  # the new prompt's share
+    assert [row[5] for row in cells] == ["promote", "hold (holdback)", "conclude (holdback)"]
+    # The new prompt's mean score stays in the candidate column, the old one's in the active column.
+    assert cells[1][3].startswith("0.7") and cells[1][2].startswith("0.6")
