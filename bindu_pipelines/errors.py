@@ -1,9 +1,11 @@
 """Every error bindu_pipelines raises on purpose, in one place. Each message is one line a
 person can act on. (The agent-side errors live in ``bindu_runtime.errors``; the configuration
-error here is one of them, so a caller that catches ``BinduError`` catches it too.)
+error and ``DatabaseUnavailable`` here are ``BinduError`` subclasses, so a caller that catches
+``BinduError`` catches them too.) The modules that raise these import them from here, and
+callers may import them from either place (``bindu_pipelines.launch.RunInProgress`` still works).
 """
 
-from bindu_runtime.errors import ConfigurationError
+from bindu_runtime.errors import BinduError, ConfigurationError, ExperimentRunning
 
 
 class LanguageModelNotConfigured(ConfigurationError):
@@ -28,6 +30,56 @@ class TrainingFailed(RuntimeError):
 
 class EstimateOverBudget(TrainingFailed):
     """The run's estimated LM calls, tokens or cost exceed its budget: refused before any call."""
+
+
+# Runs: the launcher, the run claims and the training entry points.
+
+
+class RunInProgress(ExperimentRunning, RuntimeError):
+    """A run of this job for this agent is queued or running (here or on another machine)."""
+
+
+class RunClaimed(Exception):
+    """Another live process on this machine holds the claim for this job and agent."""
+
+
+class TrainingRunFailed(RuntimeError):
+    """The training run failed; the message is the run's one-line reason."""
+
+
+class TrainingInProgress(ExperimentRunning, RuntimeError):
+    """A training run for this agent is queued or running."""
+
+
+class ExperimentActive(ExperimentRunning, RuntimeError):
+    """The seed's guard: the agent has a candidate in its canary, so no training now (a RuntimeError, as in the seed)."""
+
+
+# Canary.
+
+
+class DatabaseUnavailable(BinduError):
+    """The database could not be reached or dropped the connection; nothing half-done is left
+    behind, because every transition is a single transaction."""
+
+
+class CanarySettingsError(ValueError):
+    """The settings file or a setting is unusable (named in the message)."""
+
+
+# Command line and demo.
+
+
+class CommandFailed(Exception):
+    """A command ran but did not achieve what it was asked; the message is the one-line reason."""
+
+
+class UsageError(Exception):
+    """An option is invalid (found after parsing, before any run): exit code 2."""
+
+
+class DemoDatabaseInUse(ValueError):
+    """The demo database already holds a demo run; the message says how to start over."""
 
 
 NO_LANGUAGE_MODEL = (

@@ -35,6 +35,8 @@ from pathlib import Path
 
 import dagster as dg
 
+from bindu_pipelines.errors import RunClaimed
+
 INIT_LOCK = ".init.lock"
 INIT_MARK = ".initialised"
 CLAIMS_DIR = "claims"
@@ -46,10 +48,6 @@ CLAIM_PATIENCE_SECONDS = 0.5
 HOST_TAG = "bindu/host"
 PID_TAG = "bindu/pid"
 CLAIM_TAG = "bindu/claim"
-
-
-class RunClaimed(Exception):
-    """Another live process on this machine holds the claim for this job and agent."""
 
 
 def dagster_home() -> Path | None:

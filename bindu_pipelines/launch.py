@@ -12,13 +12,12 @@ from typing import Any
 
 import dagster as dg
 
-from bindu_pipelines.errors import UnknownAgent
+from bindu_pipelines.errors import RunInProgress, UnknownAgent
 from bindu_pipelines.instance import CLAIM_TAG, RunClaimed, claim_agent_run, dead_reason, fail_dead_run, open_instance
 from bindu_pipelines.names import BINDU_DB, CANARY_JOB, TRAINING_JOB
 from bindu_pipelines.partitions import ensure_agent_partition
 from bindu_pipelines.resources import BinduDatabase
 from bindu_runtime import PromptStore, make_engine
-from bindu_runtime.errors import ExperimentRunning
 
 __all__ = [
     "RunInProgress", "UnknownAgent", "ensure_agent_partition", "in_progress_runs", "run_job_for_agent", "step_failure_reason",
@@ -26,10 +25,6 @@ __all__ = [
 
 # Dagster's tag for a run's partition: every run of a job for one agent, however it was started.
 PARTITION_TAG = "dagster/partition"
-
-
-class RunInProgress(ExperimentRunning, RuntimeError):
-    """A run of this job for this agent is queued or running (here or on another machine)."""
 
 
 def in_progress_runs(

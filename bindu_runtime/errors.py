@@ -9,6 +9,14 @@ class ConfigurationError(BinduError):
     """The database URL or another setting cannot be used."""
 
 
+class SchemaNotFound(ConfigurationError):
+    """The agent's schema is not in the database (wrong DID, or the agent never started)."""
+
+
+class NotABinduSchema(ConfigurationError):
+    """A namespace lacks a table Bindu creates (``task_feedback``, or ``tasks`` in a DID schema)."""
+
+
 class NoActivePrompt(BinduError):
     """The agent has no active prompt (never bootstrapped, or unknown agent)."""
 

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from .errors import ConfigurationError
+# Defined in ``errors``; importable from here too (``layout.SchemaNotFound`` is how ``schema`` raises it).
+from .errors import NotABinduSchema, SchemaNotFound
 
 # PostgreSQL truncates identifiers to 63 bytes; Bindu keeps 54 characters, "_" and 8 hex digits.
 _MAX_SCHEMA_LENGTH = 63
@@ -178,14 +179,6 @@ def owns_namespace(connection: sa.Connection, agent_id: str, *, assume_single_ag
     if schema is not None and is_did(agent_id):
         return known <= {agent_id}
     return known == {agent_id}
-
-
-class SchemaNotFound(ConfigurationError):
-    """The agent's schema is not in the database (wrong DID, or the agent never started)."""
-
-
-class NotABinduSchema(ConfigurationError):
-    """A namespace lacks a table Bindu creates (``task_feedback``, or ``tasks`` in a DID schema)."""
 
 
 def is_did_schema(schema: str) -> bool:

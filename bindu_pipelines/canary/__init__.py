@@ -8,7 +8,7 @@ The names below are loaded on first use (PEP 562), so importing ``bindu_pipeline
 loads the policy alone, not the controller and its database layer.
 """
 
-import importlib
+from bindu_pipelines.lazy import lazy_exports
 
 _EXPORTS = {
     "ControllerOutcome": "controller",
@@ -29,15 +29,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)

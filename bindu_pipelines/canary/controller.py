@@ -29,8 +29,8 @@ from bindu_pipelines.canary.policy import (
     Action, ArmStats, ArmClusters, CanaryPolicy, Decision, ExperimentSnapshot, SequentialPolicy, get_policy, maturity_from_delays,
 )  # fmt: skip
 from bindu_pipelines.canary.settings import resolve_policy
-from bindu_pipelines.errors import UnknownAgent
-from bindu_runtime import BinduError, NoExperiment, Prompt, PromptStore, StaleTransition, make_engine
+from bindu_pipelines.errors import DatabaseUnavailable, UnknownAgent
+from bindu_runtime import NoExperiment, Prompt, PromptStore, StaleTransition, make_engine
 from bindu_runtime.store import as_traffic, as_utc
 
 __all__ = [
@@ -47,11 +47,6 @@ __all__ = [
 ]
 
 Status = Literal["applied", "held", "no_experiment", "stale"]
-
-
-class DatabaseUnavailable(BinduError):
-    """The database could not be reached or dropped the connection; nothing half-done is left
-    behind, because every transition is a single transaction."""
 
 
 @dataclass(frozen=True)

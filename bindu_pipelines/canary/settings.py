@@ -24,14 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from bindu_pipelines.canary.policy import CanaryPolicy, coerce_settings, get_policy
+from bindu_pipelines.errors import CanarySettingsError
 
 __all__ = ["SETTINGS_ENV", "agent_settings", "canary_settings", "resolve_policy"]
 
 SETTINGS_ENV = "BINDU_CANARY_SETTINGS"
-
-
-class CanarySettingsError(ValueError):
-    """The settings file or a setting is unusable (named in the message)."""
 
 
 def _read_file(path: Path) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import sqlalchemy.exc
 
+from bindu_pipelines.errors import CommandFailed, UsageError
 from bindu_runtime import BinduError
 
 COMMAND_MODULES = ("db", "demo", "status", "train", "canary", "simulate", "report", "runs")
@@ -39,14 +40,6 @@ DEFAULT_DAGSTER_HOME = Path("~/.bindu-dspy/dagster_home")
 SHIPPED_DAGSTER_YAML = Path(__file__).resolve().parents[2] / "dagster_home" / "dagster.yaml"
 # Libraries whose log records are the run's business, not the terminal's.
 LIBRARY_LOGGERS = ("dagster", "dspy", "LiteLLM", "litellm", "httpx", "optuna", "alembic")
-
-
-class CommandFailed(Exception):
-    """A command ran but did not achieve what it was asked; the message is the one-line reason."""
-
-
-class UsageError(Exception):
-    """An option is invalid (found after parsing, before any run): exit code 2."""
 
 
 class OneLineArgumentParser(argparse.ArgumentParser):

@@ -37,6 +37,7 @@ from bindu_pipelines.canary.chart import decision_label, from_the_new_prompt
 from bindu_pipelines.demo.catalog import agent_named
 from bindu_pipelines.demo.seed import demo_agents, seed_demo_data
 from bindu_pipelines.demo.traffic import UserTaste, play_hour
+from bindu_pipelines.errors import DemoDatabaseInUse
 from bindu_pipelines.launch import run_job_for_agent, step_failure_reason
 from bindu_pipelines.optimization.api import dspy_progress_hidden, training_run_config
 from bindu_pipelines.optimization.jobs import TRAINING_JOB, training_tags
@@ -48,10 +49,6 @@ from bindu_runtime.config import redact_url
 from bindu_runtime.schema import tasks
 
 DEMO_DATABASE_FILENAME = "bindu.sqlite"
-
-
-class DemoDatabaseInUse(ValueError):
-    """The demo database already holds a demo run; the message says how to start over."""
 
 
 class StoryClockDatabase(BinduDatabase):

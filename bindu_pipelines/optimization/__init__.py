@@ -5,7 +5,7 @@ The names below are loaded on first use (PEP 562): importing ``bindu_pipelines.o
 or ``.metric`` loads neither Dagster (``train`` runs through it) nor anything else it does not need.
 """
 
-import importlib
+from bindu_pipelines.lazy import lazy_exports
 
 _EXPORTS = {
     "TrainingResult": "api",
@@ -17,15 +17,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)

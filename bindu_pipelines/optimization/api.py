@@ -15,7 +15,7 @@ from typing import Any
 
 import dagster as dg
 
-from bindu_runtime.errors import ExperimentRunning
+from bindu_pipelines.errors import ExperimentActive, TrainingInProgress, TrainingRunFailed
 
 from .jobs import TRAINING_JOB, training_tags
 
@@ -27,18 +27,6 @@ _OPTIMIZER_SETTINGS = {
     "gepa": (("max_full_evals", "gepa_max_full_evals"),),
     "miprov2": (("num_candidates", "mipro_num_candidates"),),
 }
-
-
-class TrainingRunFailed(RuntimeError):
-    """The training run failed; the message is the run's one-line reason."""
-
-
-class TrainingInProgress(ExperimentRunning, RuntimeError):
-    """A training run for this agent is queued or running."""
-
-
-class ExperimentActive(ExperimentRunning, RuntimeError):
-    """The seed's guard: the agent has a candidate in its canary, so no training now (a RuntimeError, as in the seed)."""
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ PACKAGES = ("bindu_pipelines", "bindu_runtime")
 DAGSTER_FREE = [
     "bindu_pipelines.names",
     "bindu_pipelines.errors",
+    "bindu_pipelines.lazy",
     "bindu_pipelines.golden_dataset",
     "bindu_pipelines.golden_dataset.feedback",
     "bindu_pipelines.golden_dataset.history",
