@@ -407,6 +407,9 @@ def iter_agent_task_blocks(
             sink = _BlockSink(chunk_size, put, on_stop=raw.cancel)
             try:
                 with raw.cursor() as cursor:
+                    # JIT-compiling this plan costs PostgreSQL ~2 s (measured: 2.2 s of a 5.7 s read of
+                    # 200 000 tasks) and buys nothing for per-row subqueries; LOCAL ends with the read.
+                    cursor.execute("SET LOCAL jit = off")
                     # COPY takes no bind parameters: the driver quotes them into the statement.
                     statement = cursor.mogrify(str(compiled), compiled.params).decode()
                     cursor.copy_expert(f"COPY ({statement}) TO STDOUT", sink)
