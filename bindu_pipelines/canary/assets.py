@@ -6,7 +6,6 @@ always-valid bounds on the difference, the decision, and the candidate's traffic
 as numbers Dagster plots across materializations, plus a Markdown summary for people.
 """
 
-import math
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -16,6 +15,7 @@ from bindu_pipelines.canary.chart import trajectory_metadata
 from bindu_pipelines.canary.controller import ControllerOutcome, DatabaseUnavailable, run_controller_once
 from bindu_pipelines.canary.policy import available_policies
 from bindu_pipelines.errors import UnknownAgent
+from bindu_pipelines.metadata import rounded_float
 from bindu_pipelines.names import CanaryMeta
 from bindu_pipelines.partitions import agent_partitions
 from bindu_pipelines.resources import BinduDatabase
@@ -55,11 +55,6 @@ class CanaryConfig(dg.Config):
         return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
-def _number(value: float | None) -> dg.MetadataValue | None:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return None
-    return dg.MetadataValue.float(round(float(value), 4))  # readable in the UI, exact enough to decide
-
 
 def _summary(outcome: ControllerOutcome) -> str:
     if outcome.decision is None:
@@ -96,13 +91,13 @@ def outcome_metadata(outcome: ControllerOutcome) -> dict[str, dg.MetadataValue]:
         "decision": dg.MetadataValue.text(outcome.decision.action.label if outcome.decision else "none"),
         "reason": dg.MetadataValue.text(outcome.decision.reason if outcome.decision else outcome.message),
         "policy": dg.MetadataValue.text(outcome.policy or ""),
-        "traffic_before": _number(outcome.traffic_before),
-        "traffic_after": _number(outcome.traffic_after),
-        "hours_running": _number(outcome.hours_running),
+        "traffic_before": rounded_float(outcome.traffic_before),
+        "traffic_after": rounded_float(outcome.traffic_after),
+        "hours_running": rounded_float(outcome.hours_running),
         "summary": dg.MetadataValue.md(_summary(outcome)),
     }
     for key, statistic in PLOTTED_STATISTICS:
-        metadata[key] = _number(outcome.statistics.get(statistic))
+        metadata[key] = rounded_float(outcome.statistics.get(statistic))
     if outcome.candidate_id:
         metadata[CanaryMeta.CANDIDATE_ID] = dg.MetadataValue.text(outcome.candidate_id)
     if outcome.experiment_id:

@@ -14,6 +14,7 @@ import pandas as pd
 from pydantic import Field
 
 from bindu_pipelines.errors import LanguageModelNotConfigured, TrainingFailed
+from bindu_pipelines.metadata import rounded_float
 from bindu_pipelines.names import CANDIDATE_PROMPT, GOLDEN_DATASET, OFFLINE_GATE_CHECK, STAGE_TAG
 from bindu_pipelines.names import CandidateMeta as M
 from bindu_pipelines.partitions import agent_partitions
@@ -96,14 +97,15 @@ def outcome_metadata(outcome: TrainingOutcome) -> dict[str, object]:
 
 
 def gate_metadata(gate: GateResult) -> dict[str, object]:
-    return {
+    metadata = {
         M.GATE_VERDICT: gate.verdict,
-        M.ACTIVE_SCORE: dg.MetadataValue.float(gate.active_score),
-        M.CANDIDATE_SCORE: dg.MetadataValue.float(gate.candidate_score),
-        M.MEAN_DIFFERENCE: dg.MetadataValue.float(gate.mean_difference),
-        M.LOWER_BOUND: dg.MetadataValue.float(gate.lower_bound),
+        M.ACTIVE_SCORE: rounded_float(gate.active_score),
+        M.CANDIDATE_SCORE: rounded_float(gate.candidate_score),
+        M.MEAN_DIFFERENCE: rounded_float(gate.mean_difference),
+        M.LOWER_BOUND: rounded_float(gate.lower_bound),
         M.VALIDATION_EXAMPLES: gate.n,
     }
+    return {key: value for key, value in metadata.items() if value is not None}
 
 
 def offline_gate_check(outcome: TrainingOutcome) -> dg.AssetCheckResult:

@@ -34,6 +34,8 @@ def test_optimizer_writes_a_candidate_that_passed_the_gate(optimizer, database, 
     meta = candidate_metadata(result)
     assert meta["outcome"] == "candidate_started" and meta["gate_verdict"] == "accepted"
     assert meta["candidate_score"] > meta["active_score"] and meta["lower_bound"] > 0
+    for key in ("active_score", "candidate_score", "mean_difference", "lower_bound"):  # as the UI shows them
+        assert meta[key] == round(meta[key], 4), (key, meta[key])
     assert meta["lm_calls"] > 0 and meta["lm_tokens"] > 0
     assert meta["lm_model"] == f"{OFFLINE_MODEL} (offline demo model)"
     assert "```diff" in meta["prompt_diff"] and meta["optimizer_settings"]["optimizer"] == optimizer
