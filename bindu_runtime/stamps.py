@@ -226,6 +226,7 @@ class StampWriter:
         self.failed = 0  # a batch the database refused for good (not an outage)
         self.retries = 0
         self.last_error: str | None = None
+        self._in_outage = False  # the latest write attempt met a transient failure
 
     # ------------------------------------------------------------ request path
 
@@ -286,9 +287,11 @@ class StampWriter:
         while True:
             try:
                 self._write(stamps)
+                self._in_outage = False
                 return True
             except Exception as exc:  # the writer thread must outlive any failure
                 self.last_error = type(exc).__name__
+                self._in_outage = is_transient(exc)
                 if not is_transient(exc):
                     self.failed += len(stamps)
                     self._log.warning("failed", "stamps of agent %s refused by the database (%s): %d stamps lost so far",
@@ -344,8 +347,10 @@ class StampWriter:
         if not self.flush(retry=True, deadline=deadline):
             lost = self.pending_count()
             self.lost_at_close += lost
-            logger.warning("stamp writer of agent %s closed with the database unreachable: %d stamps not written",
-                           self.agent_id, lost)
+            # Say why: an outage, or a backlog larger than the close timeout lets the writer drain.
+            cause = (f"the database unreachable ({self.last_error})" if self._in_outage
+                     else f"a backlog not written within the close timeout ({timeout:g} s)")
+            logger.warning("stamp writer of agent %s closed with %s: %d stamps not written", self.agent_id, cause, lost)
             self._pending.clear()
             self._held = []
         self._stop.set()

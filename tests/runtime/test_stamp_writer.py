@@ -128,3 +128,31 @@ def test_stamps_wait_while_the_database_is_down_and_are_written_when_it_returns(
         router.close()
         proxy.close()
     assert {stamp for task_id, stamp in stamps_by_task(postgres_engine).items() if task_id in task_ids} == {(prompt.id, unit_of("k"))}
+
+
+def test_a_backlog_left_at_close_is_reported_as_a_backlog_not_an_outage(engine, caplog):
+    """A healthy but slow database and a close timeout shorter than the backlog needs: the stamps
+    left are counted as lost at close, and the warning names the timeout, not an outage."""
+    import time
+
+    from bindu_runtime.stamps import StampWriter
+
+    prompt = PromptStore(engine).bootstrap("bot", "v1")
+    task_ids = [make_task(engine) for _ in range(1_500)]
+    writer = StampWriter(engine, "bot", batch_size=100, flush_interval=0.01)
+    slow = lambda *_args: time.sleep(0.05) if _args[2].lstrip().upper().startswith("UPDATE") else None  # noqa: E731
+    event.listen(engine, "before_cursor_execute", slow)
+    try:
+        for index, task_id in enumerate(task_ids):
+            writer.submit(task_id, prompt.id, f"ctx-{index}")
+        writer.start()
+        assert wait_until(lambda: writer.written > 0)  # the writer thread is draining the backlog
+        with caplog.at_level("WARNING", logger="bindu_runtime"):
+            writer.close(timeout=0.3)
+        writer._thread.join(5)
+    finally:
+        event.remove(engine, "before_cursor_execute", slow)
+    assert 0 < writer.lost_at_close < len(task_ids) and writer.written + writer.lost_at_close >= len(task_ids)
+    assert writer.last_error is None
+    [warning] = [r.getMessage() for r in caplog.records if "closed with" in r.getMessage()]
+    assert "close timeout (0.3 s)" in warning and "unreachable" not in warning
