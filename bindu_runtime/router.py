@@ -7,7 +7,7 @@ the last good snapshot keeps serving; with no snapshot at all, ``default_prompt`
 Which prompt served which task (``stamp_task``) is queued and written by a second background
 thread in batches, so bookkeeping never blocks or fails a request.
 
-Assignment is sticky and monotone: a key hashes (salted with the candidate's id) into one of
+Assignment is sticky and monotone: a key hashes (salted with the agent and the candidate's text) into one of
 10 000 buckets, and buckets below the candidate's share go to the candidate. The same key stays on
 its arm while the split holds, and raising the share only moves keys from active to candidate.
 
@@ -67,6 +67,13 @@ class _Snapshot:
     candidate_buckets: int
     salt: bytes
     loaded_at: float
+
+
+def experiment_salt(agent_id: str, candidate_text: str) -> bytes:
+    """The salt of an experiment's buckets: the agent and the candidate's text, so each new
+    candidate reaches a different slice of users while one candidate always splits its users the
+    same way (a rerun of the same story, or the same text tried again, meets the same users)."""
+    return hashlib.blake2b(f"{agent_id}\x00{candidate_text}".encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
 def bucket_of(key: str, salt: bytes = b"") -> int:
@@ -337,7 +344,7 @@ class PromptRouter:
                     active=_choice(active),
                     candidate=_choice(candidate) if candidate else None,
                     candidate_buckets=int(candidate.traffic * BUCKETS) if candidate else 0,
-                    salt=hashlib.blake2b(candidate.id.encode(), digest_size=16).digest() if candidate else b"",
+                    salt=experiment_salt(self.agent_id, candidate.prompt_text) if candidate else b"",
                     loaded_at=time.monotonic(),
                 )
         except Exception as exc:  # the router must outlive any database failure

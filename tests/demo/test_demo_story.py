@@ -36,33 +36,6 @@ def story(transcript: str) -> list[str]:
     return [line for line in report.splitlines() if line.strip()]
 
 
-SERVED = re.compile(r"(\d+) served, (\d+) rated, mean score ([\d.]+)")
-DECISION_HOUR = re.compile(r"^(\s+h)\s+(\d+):")
-
-
-def same_story(first: list[str], second: list[str]) -> None:
-    """The same story: the same lines, steps and decisions in the same order, with what the
-    random candidate id moves held to a tolerance. Which users land on which arm hashes with the
-    candidate's id, a fresh random id each run (the router salts per experiment), so a decision can
-    come an hour or two sooner or later, and served and rated counts move by a few percent."""
-    assert len(first) == len(second), (first, second)
-    for a, b in zip(first, second):
-        hour_a, hour_b = DECISION_HOUR.match(a), DECISION_HOUR.match(b)
-        if hour_a is not None and hour_b is not None:
-            assert abs(int(hour_a.group(2)) - int(hour_b.group(2))) <= 3, (a, b)
-            assert DECISION_HOUR.sub("", a) == DECISION_HOUR.sub("", b)
-            continue
-        counts_a, counts_b = SERVED.search(a), SERVED.search(b)
-        if counts_a is None or counts_b is None:
-            assert re.sub(r"\d+ hourly decisions", "", a) == re.sub(r"\d+ hourly decisions", "", b)
-            continue
-        assert SERVED.sub("", a) == SERVED.sub("", b)
-        served_a, rated_a, score_a = map(float, counts_a.groups())
-        served_b, rated_b, score_b = map(float, counts_b.groups())
-        assert abs(served_a - served_b) <= 0.08 * served_a and abs(rated_a - rated_b) <= 0.08 * rated_a, (a, b)
-        assert abs(score_a - score_b) <= 0.03, (a, b)
-
-
 def test_the_demo_twice_tells_the_same_story_and_ends_now(tmp_path):
     home = tmp_path / "dagster_home"
     home.mkdir()
@@ -83,7 +56,7 @@ def test_the_demo_twice_tells_the_same_story_and_ends_now(tmp_path):
         assert "promote" in transcript and "mean score" in transcript
         assert "/5" not in transcript  # one score scale: 0..1
 
-    same_story(story(first.stdout), story(second.stdout))
+    assert story(first.stdout) == story(second.stdout)  # the split hashes with the candidate's text, not a random id
 
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
     with sqlite3.connect(home / "bindu.sqlite") as connection:

@@ -275,3 +275,23 @@ def test_routers_never_closed_are_reclaimed(db_url):
     gc.collect()
     assert wait_until(lambda: len(_router_threads()) == threads_before)
     assert wait_until(lambda: _checked_out_or_pooled(db_url) == connections_before)
+
+
+def test_one_candidate_text_splits_users_the_same_way_and_another_text_differently(engine):
+    """The salt is the agent and the candidate's text: trying the same text again (a rerun of the
+    demo, a retrained identical prompt) meets the same users; a new candidate meets other users."""
+    store = PromptStore(engine)
+    store.bootstrap("bot", "v1")
+    keys = [f"user-{i}" for i in range(5_000)]
+
+    def users_of(text: str) -> set[str]:
+        candidate = store.start_experiment("bot", text, source="test", candidate_traffic="0.2")
+        with PromptRouter(engine, agent_id="bot", default_prompt=CODE_PROMPT, start=False) as router:
+            router.refresh()
+            chosen = {key for key in keys if router.select(key).status == "candidate"}
+        store.rollback("bot", candidate_id=candidate.id)
+        return chosen
+
+    first, again, other = users_of("v2"), users_of("v2"), users_of("v3")
+    assert first == again and abs(len(first) / len(keys) - 0.2) < 0.02
+    assert len(first & other) < 0.35 * len(first)  # ~20 % overlap by chance, not the same users
