@@ -38,7 +38,7 @@ demo: $(STAMP)
 
 ## The whole test suite, on SQLite and PostgreSQL (127.0.0.1:5432).
 test: $(STAMP) $(BINDU_STAMP)
-	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 ## The Dagster UI on the same dagster_home as the demo.
 ui: $(STAMP)
