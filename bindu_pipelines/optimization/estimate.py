@@ -107,7 +107,9 @@ class Estimate:
         )
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self) | {"tokens": self.tokens}
+        # Dollars to a millionth: readable in the UI and in the stored details.
+        cost = None if self.cost_usd is None else round(self.cost_usd, 6)
+        return asdict(self) | {"tokens": self.tokens, "cost_usd": cost}
 
     def refuse_if_over_budget(self) -> None:
         if over := self.over_budget():

@@ -33,6 +33,7 @@ def test_a_busy_agent_fits_the_default_budget_because_the_examples_are_capped():
 def test_cost_comes_from_litellms_local_map_and_an_unknown_model_cannot_pass_a_cost_cap():
     known = estimate_training_run(settings(), 300)
     assert known.cost_usd is not None and known.cost_usd > 0
+    assert known.as_dict()["cost_usd"] == round(known.cost_usd, 6)  # what the metadata and details show
     assert estimate_training_run(settings(budget_usd=known.cost_usd * 2), 300).over_budget() == []
     assert "exceeds BINDU_LM_BUDGET_USD" in estimate_training_run(settings(budget_usd=known.cost_usd / 2), 300).over_budget()[0]
 
