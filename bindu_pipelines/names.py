@@ -57,6 +57,8 @@ STAGE_TAG = "bindu/stage"
 
 # --- the offline demo model ---------------------------------------------------------------
 OFFLINE_MODEL = "bindu/offline-demo"
+# The optimizers `train` accepts (the CLI checks a name without importing DSPy).
+OPTIMIZER_NAMES = ("simba", "gepa", "miprov2")
 
 # --- candidate_prompt's materialization metadata (read back by train(), the CLI, the demo) -
 class CandidateMeta:

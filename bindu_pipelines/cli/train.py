@@ -13,7 +13,7 @@ import os
 
 
 def _strategy(text: str) -> str:
-    from bindu_pipelines.optimization.api import strategy_spec
+    from bindu_pipelines.golden_dataset.strategies import strategy_spec
 
     try:
         return strategy_spec(text) or text
@@ -32,7 +32,7 @@ def positive_int(text: str) -> int:
 
 
 def register(subparsers) -> None:
-    from bindu_pipelines.optimization.api import OPTIMIZERS
+    from bindu_pipelines.names import OPTIMIZER_NAMES as OPTIMIZERS
 
     parser = subparsers.add_parser("train", help="optimize an agent's prompt and start a canary if it wins offline")
     parser.add_argument("--agent", required=True, help="agent id")

@@ -16,11 +16,13 @@ from typing import Any
 import dagster as dg
 
 from bindu_pipelines.errors import ExperimentActive, TrainingInProgress, TrainingRunFailed
+from bindu_pipelines.golden_dataset.strategies import strategy_spec
+from bindu_pipelines.names import OPTIMIZER_NAMES
 
 from .jobs import TRAINING_JOB, training_tags
 
 _OPTIMIZER_CLASSES = {"SIMBA": "simba", "GEPA": "gepa", "MIPROv2": "miprov2"}
-OPTIMIZERS = ("simba", "gepa", "miprov2")
+OPTIMIZERS = OPTIMIZER_NAMES
 # An optimizer instance's settings that the training run honours: (attribute, run-config key).
 _OPTIMIZER_SETTINGS = {
     "simba": (("max_steps", "max_steps"), ("num_candidates", "num_candidates"), ("bsize", "bsize"), ("max_demos", "max_demos")),
@@ -62,37 +64,6 @@ def optimizer_settings(optimizer: Any) -> dict[str, int]:
         if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
             settings[key] = value
     return settings
-
-
-def strategy_spec(strategy: Any) -> str | None:
-    """The CLI syntax (``last_n:3``) of a strategy name or of one of the nine strategy instances.
-
-    A run's configuration is text, so an instance travels as its spec; the spec is checked to
-    rebuild an equal strategy. A custom strategy class cannot run through Dagster: ValueError.
-    """
-    from bindu_pipelines.golden_dataset.strategies import _CLI_ARGS, STRATEGIES, BaseExtractionStrategy, parse_strategy
-
-    if strategy is None:
-        return None
-    if isinstance(strategy, str):
-        parse_strategy(strategy)  # refused here, before any run starts
-        return strategy.strip()
-    if not isinstance(strategy, BaseExtractionStrategy):
-        raise ValueError(f"strategy must be a strategy name like 'last_n:3' or a strategy instance, got {strategy!r}")
-    key = next((name for name, cls in STRATEGIES.items() if type(strategy) is cls), None)
-    if key is None:
-        raise ValueError(
-            f"custom strategy {type(strategy).__name__} cannot be sent to a Dagster run: use one of "
-            f"{', '.join(STRATEGIES)} (or build_golden_dataset(strategy=…) in Python)"
-        )
-    params = [name for name, _ in _CLI_ARGS[key]]
-    values = [getattr(strategy, name, None) for name in params]
-    while values and values[-1] is None:
-        values.pop()
-    spec = ":".join([key, *("" if v is None else str(v) for v in values)])
-    if vars(parse_strategy(spec)) != vars(strategy):
-        raise ValueError(f"strategy {strategy!r} has settings the CLI syntax cannot carry ({spec!r})")
-    return spec
 
 
 def training_run_config(

@@ -12,10 +12,12 @@ from typing import Any, Literal
 
 import dspy
 
+from bindu_pipelines.names import OPTIMIZER_NAMES
+
 from .program import AgentProgram
 
 OptimizerName = Literal["simba", "gepa", "miprov2"]
-OPTIMIZERS: tuple[str, ...] = ("simba", "gepa", "miprov2")
+OPTIMIZERS: tuple[str, ...] = OPTIMIZER_NAMES
 MIN_TRAIN_EXAMPLES = 2
 
 

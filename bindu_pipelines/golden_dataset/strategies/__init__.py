@@ -116,6 +116,35 @@ def parse_strategy(spec: str | BaseExtractionStrategy | None) -> BaseExtractionS
         raise ValueError(f"strategy {spec!r}: {exc}") from None
 
 
+def strategy_spec(strategy: Any) -> str | None:
+    """The CLI syntax (``last_n:3``) of a strategy name or of one of the nine strategy instances.
+
+    A run's configuration is text, so an instance travels as its spec; the spec is checked to
+    rebuild an equal strategy. A custom strategy class cannot run through Dagster: ValueError.
+    """
+    if strategy is None:
+        return None
+    if isinstance(strategy, str):
+        parse_strategy(strategy)  # refused here, before any run starts
+        return strategy.strip()
+    if not isinstance(strategy, BaseExtractionStrategy):
+        raise ValueError(f"strategy must be a strategy name like 'last_n:3' or a strategy instance, got {strategy!r}")
+    key = next((name for name, cls in STRATEGIES.items() if type(strategy) is cls), None)
+    if key is None:
+        raise ValueError(
+            f"custom strategy {type(strategy).__name__} cannot be sent to a Dagster run: use one of "
+            f"{', '.join(STRATEGIES)} (or build_golden_dataset(strategy=…) in Python)"
+        )
+    params = [name for name, _ in _CLI_ARGS[key]]
+    values = [getattr(strategy, name, None) for name in params]
+    while values and values[-1] is None:
+        values.pop()
+    spec = ":".join([key, *("" if v is None else str(v) for v in values)])
+    if vars(parse_strategy(spec)) != vars(strategy):
+        raise ValueError(f"strategy {strategy!r} has settings the CLI syntax cannot carry ({spec!r})")
+    return spec
+
+
 __all__ = [
     "BaseExtractionStrategy",
     "ContextWindowStrategy",
@@ -136,5 +165,6 @@ __all__ = [
     "overlap_similarity",
     "parse_strategy",
     "parse_turns",
+    "strategy_spec",
     "weighted_similarity",
 ]
