@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-DEMO = ["demo", "run", "--reset", "--agents", "1", "--tasks", "120", "--max-steps", "1", "--hours", "40", "--requests-per-hour", "80"]
+DEMO = ["demo", "run", "--reset", "--agents", "1", "--tasks", "120", "--max-steps", "1", "--hours", "28", "--requests-per-hour", "80"]
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 

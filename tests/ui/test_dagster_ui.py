@@ -40,7 +40,7 @@ def dagster_ui(tmp_path_factory):
     env = {**os.environ, "DAGSTER_HOME": str(home), "BINDU_DATABASE_URL": f"sqlite:///{home / 'bindu.sqlite'}"}
     demo = subprocess.run(
         [sys.executable, "-m", "bindu_pipelines.cli", "demo", "run", "--reset", "--agents", "2", "--tasks", "120",
-         "--max-steps", "1", "--hours", "40", "--requests-per-hour", "100", "--no-progress"],
+         "--max-steps", "1", "--hours", "28", "--requests-per-hour", "100", "--no-progress"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=1500,
     )  # fmt: skip
     assert demo.returncode == 0, demo.stderr[-3000:]
