@@ -292,7 +292,7 @@ class StampWriter:
             except Exception as exc:  # the writer thread must outlive any failure
                 self.last_error = type(exc).__name__
                 self._in_outage = is_transient(exc)
-                if not is_transient(exc):
+                if not self._in_outage:
                     self.failed += len(stamps)
                     self._log.warning("failed", "stamps of agent %s refused by the database (%s): %d stamps lost so far",
                                       self.agent_id, type(exc).__name__, self.failed)

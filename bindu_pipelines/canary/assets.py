@@ -55,7 +55,6 @@ class CanaryConfig(dg.Config):
         return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
-
 def _summary(outcome: ControllerOutcome) -> str:
     if outcome.decision is None:
         return f"**{outcome.agent_id}**: {outcome.message}"

@@ -121,6 +121,10 @@ def traffic_segments(store: PromptStore, agent_id: str, candidate: Prompt, as_of
     return segments, False
 
 
+def _phase(snapshot: ExperimentSnapshot) -> str:
+    return "holdback" if snapshot.holdback else "experiment"
+
+
 @dataclass(frozen=True)
 class _Experiment:
     active: Prompt
@@ -189,12 +193,11 @@ def run_controller_once(
         decision = policy.decide(experiment.snapshot)
         before = float(experiment.candidate.traffic)
         statistics = _finite(decision.statistics)
-        holdback = experiment.snapshot.holdback
         common = dict(
             agent_id=agent_id, policy=policy.name, decision=decision, active_id=experiment.active.id,
             candidate_id=experiment.candidate.id, traffic_before=before,
-            experiment_id=experiment.active.id if holdback else experiment.candidate.id,
-            phase="holdback" if holdback else "experiment",
+            experiment_id=experiment.active.id if experiment.snapshot.holdback else experiment.candidate.id,
+            phase=_phase(experiment.snapshot),
             hours_running=experiment.snapshot.hours_running, as_of=now, statistics=statistics,
         )  # fmt: skip
         if decision.action is Action.HOLD:
@@ -206,7 +209,7 @@ def run_controller_once(
             "reason": decision.reason,
             "as_of": now.isoformat(),
             "hours_running": round(experiment.snapshot.hours_running, 3),
-            "phase": "holdback" if experiment.snapshot.holdback else "experiment",
+            "phase": common["phase"],
             "maturity_hours": experiment.metrics.maturity_hours,
             "settings": policy.settings(),
             **statistics,
@@ -275,7 +278,7 @@ def experiment_state(
         "started_at": experiment.metrics.segments[0].start.isoformat(),
         "hours_running": round(experiment.snapshot.hours_running, 2),
         "hours_at_current_traffic": round(experiment.snapshot.hours_at_traffic, 2),
-        "phase": "holdback" if experiment.snapshot.holdback else "experiment",
+        "phase": _phase(experiment.snapshot),
         "maturity_hours": experiment.metrics.maturity_hours,
         "settings": policy.settings(),
         "active": arm(experiment.active, experiment.snapshot.active),

@@ -21,10 +21,10 @@ def _latest_experiment(instance, agent_id: str) -> str | None:
     import dagster as dg
 
     from bindu_pipelines.canary.chart import point_from_metadata
-    from bindu_pipelines.names import CanaryMeta
+    from bindu_pipelines.names import TRAFFIC_DECISION, CanaryMeta
 
     result = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey("traffic_decision"), asset_partitions=[agent_id]), limit=200, ascending=False
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(TRAFFIC_DECISION), asset_partitions=[agent_id]), limit=200, ascending=False
     )
     for record in result.records:
         materialization = record.asset_materialization
@@ -58,16 +58,16 @@ def run_report(args) -> int:
     from bindu_pipelines.instance import open_instance  # storage initialised once, under a lock
 
     instance = open_instance()
-    candidate = _latest_experiment(instance, args.agent)
-    if candidate is None:
+    experiment_id = _latest_experiment(instance, args.agent)
+    if experiment_id is None:
         raise CommandFailed(
             f"no canary experiment of {args.agent!r} in the Dagster instance at {instance.root_directory}: "
             "run bindu-dspy canary (or the canary sensor) first, with the same DAGSTER_HOME"
         )
-    points = trajectory_from_instance(instance, args.agent, candidate)
-    png, page = write_report(args.agent, points, args.out, gate=_gate_line(instance, args.agent, candidate))
+    points = trajectory_from_instance(instance, args.agent, experiment_id)
+    png, page = write_report(args.agent, points, args.out, gate=_gate_line(instance, args.agent, experiment_id))
     last = points[-1]
-    print(f"{args.agent}: candidate {candidate}, {len(points)} decisions over {last['hours_running'] or 0:.1f} h, last: {last['decision']}")
+    print(f"{args.agent}: candidate {experiment_id}, {len(points)} decisions over {last['hours_running'] or 0:.1f} h, last: {last['decision']}")
     print(f"  chart {png}")
     print(f"  page  {page}")
     return 0
