@@ -213,8 +213,7 @@ def run_dagster(url: str, chunk_size: int, workers: int) -> dict:
     import dagster as dg
 
     from bindu_pipelines.golden_dataset.assets import golden_dataset_assets, golden_dataset_run_config
-    from bindu_pipelines.golden_dataset.checks import golden_dataset_checks
-    from bindu_pipelines.golden_dataset.stages import shutdown_workers
+    from bindu_pipelines.golden_dataset.workers import shutdown_workers
     from bindu_pipelines.io_managers import ParquetIOManager
     from bindu_pipelines.partitions import agent_partitions
     from bindu_pipelines.resources import BinduDatabase
@@ -223,7 +222,7 @@ def run_dagster(url: str, chunk_size: int, workers: int) -> dict:
         instance.add_dynamic_partitions(agent_partitions.name, [AGENT_ID])
         started = time.perf_counter()
         result = dg.materialize(
-            [*golden_dataset_assets, *golden_dataset_checks], partition_key=AGENT_ID, instance=instance,
+            golden_dataset_assets, partition_key=AGENT_ID, instance=instance,
             resources={"bindu_db": BinduDatabase(url=url), "parquet_io_manager": ParquetIOManager(base_dir=tmp)},
             run_config=golden_dataset_run_config(max_interactions_query_limit=None, require_feedback=True,
                                                  chunk_size=chunk_size, workers=workers),

@@ -10,14 +10,14 @@ RAW_TASKS = "raw_tasks"
 NORMALIZED_FEEDBACK = "normalized_feedback"
 EXTRACTED_INTERACTIONS = "extracted_interactions"
 GOLDEN_DATASET = "golden_dataset"
-# The golden dataset's assets in pipeline order.
+# The golden dataset's assets in pipeline order, and the one step that materializes them together.
 GOLDEN_DATASET_ASSETS = (RAW_TASKS, NORMALIZED_FEEDBACK, EXTRACTED_INTERACTIONS, GOLDEN_DATASET)
+GOLDEN_DATASET_STAGES = "golden_dataset_stages"
 CANDIDATE_PROMPT = "candidate_prompt"
 TRAFFIC_DECISION = "traffic_decision"
 
 # --- asset checks -------------------------------------------------------------------------
-# Check names, and the op names Dagster gives them (``<asset>_<check>``): a run config addresses
-# a check's config by its op name.
+# The golden dataset's checks, evaluated in the step that writes it (GOLDEN_DATASET_STAGES).
 GOLDEN_DATASET_CHECKS = (
     "has_enough_examples",
     "scores_in_range",
@@ -25,7 +25,6 @@ GOLDEN_DATASET_CHECKS = (
     "no_pii",
     "shift",
 )
-GOLDEN_DATASET_CHECK_OPS = tuple(f"{GOLDEN_DATASET}_{check}" for check in GOLDEN_DATASET_CHECKS)
 # The offline gate's verdict on candidate_prompt, as a check a person sees pass or fail.
 OFFLINE_GATE_CHECK = "offline_gate"
 
@@ -41,7 +40,7 @@ AGENT_DISCOVERY_SENSOR = "agent_discovery_sensor"
 BINDU_DB = "bindu_db"
 LANGUAGE_MODEL = "language_model"
 PARQUET_IO_MANAGER = "parquet_io_manager"
-# The golden dataset's one set of options, shared by its four assets and five checks.
+# The golden dataset's one set of options, read by its step and its five checks.
 GOLDEN_DATASET_OPTIONS = "golden_dataset_options"
 
 # --- run config ---------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import hashlib
 import math
@@ -37,9 +38,7 @@ from .fetch import (
     RawTask,
     decode_feedback_rows,
     decode_task_block,
-    iter_agent_task_blocks,
-    iter_agent_task_fields,
-    read_ahead,
+    iter_task_batches,
 )
 from .history import DEFAULT_MAX_MESSAGE_CHARS
 from .models import Interaction
@@ -53,6 +52,7 @@ from .quality import (
     validate_pair_with_keys,
 )
 from .strategies import BaseExtractionStrategy, parse_strategy
+from .workers import in_order
 
 if TYPE_CHECKING:
     import dspy
@@ -333,18 +333,8 @@ class StreamResult:
     tasks_read: int
 
 
-_worker_pipeline: GoldenDatasetPipeline | None = None
-
-
-def _init_worker(options: GoldenDatasetOptions) -> None:
-    global _worker_pipeline
-    _worker_pipeline = GoldenDatasetPipeline(options)
-
-
-def _prepare_chunk(chunk: list[tuple] | bytes) -> tuple[list[tuple], list[bytes], dict[str, StageReport]]:
-    """A worker's share: ``prepare_chunk`` with the chunk's own stage reports."""
-    pipeline = _worker_pipeline
-    assert pipeline is not None, "worker not initialised"
+def _prepare_batch(pipeline: GoldenDatasetPipeline, chunk: list[tuple] | bytes) -> tuple[list[tuple], list[bytes], dict[str, StageReport]]:
+    """``prepare_chunk`` with the chunk's own stage reports (in a worker process, or here)."""
     pipeline.reset_reports()
     return (*pipeline.prepare_chunk(chunk), pipeline.reports)
 
@@ -370,17 +360,9 @@ def stream_golden_dataset(
     fingerprint = Fingerprint()
     fingerprint.update([GOLDEN_COLUMNS])
     total = tasks_read = 0
-    if engine.dialect.name == "postgresql" and not opts.rebuild_context:
-        # Blocks of COPY text: the reading process builds no object per row.
-        chunks: Iterator[tuple[int, list[tuple] | bytes]] = iter_agent_task_blocks(
-            engine, agent_id, since=opts.since, until=opts.until, limit=opts.limit,
-            chunk_size=chunk_size, max_text_chars=opts.max_message_chars,
-        )
-    else:
-        chunks = ((len(chunk), chunk) for chunk in read_ahead(iter_agent_task_fields(
-            engine, agent_id, since=opts.since, until=opts.until, limit=opts.limit,
-            chunk_size=chunk_size, rebuild_context=opts.rebuild_context,
-        )))
+    chunks = iter_task_batches(engine, agent_id, since=opts.since, until=opts.until, limit=opts.limit,
+                               chunk_size=chunk_size, max_text_chars=opts.max_message_chars,
+                               rebuild_context=opts.rebuild_context)
 
     def counted(source: Iterator[tuple[int, list[tuple] | bytes]]) -> Iterator[list[tuple] | bytes]:
         nonlocal tasks_read
@@ -390,28 +372,10 @@ def stream_golden_dataset(
 
     def prepared() -> Iterator[tuple[list[tuple], list[bytes]]]:
         """Each chunk's candidates and fingerprint digests, in read order."""
-        if workers <= 1:
-            yield from map(pipeline.prepare_chunk, counted(chunks))
-            return
-        import multiprocessing
-        from collections import deque
-        from concurrent.futures import ProcessPoolExecutor
-
-        context = multiprocessing.get_context("forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker, initargs=(opts,)) as pool:
-            pending: deque = deque()
-
-            def oldest() -> tuple[list[tuple], list[bytes]]:
-                candidates, digests, reports = pending.popleft().result()
-                pipeline.merge_reports(reports)
-                return candidates, digests
-
-            for chunk in counted(chunks):
-                pending.append(pool.submit(_prepare_chunk, chunk))
-                while len(pending) > workers:
-                    yield oldest()
-            while pending:
-                yield oldest()
+        jobs = ((chunk,) for chunk in counted(chunks))
+        for candidates, digests, reports in in_order(_prepare_batch, jobs, functools.partial(GoldenDatasetPipeline, opts), workers):
+            pipeline.merge_reports(reports)
+            yield candidates, digests
 
     admit = pipeline.admit
     with contextlib.closing(prepared()) as batches:  # a consumer that stops early shuts the pool down

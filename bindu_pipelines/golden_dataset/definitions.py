@@ -5,12 +5,10 @@ import dagster as dg
 from bindu_pipelines.io_managers import ParquetIOManager
 
 from .assets import IO_MANAGER_KEY, golden_dataset_assets
-from .checks import golden_dataset_checks
 from .sensors import agent_discovery_sensor
 
 defs = dg.Definitions(
     assets=golden_dataset_assets,
-    asset_checks=golden_dataset_checks,
     sensors=[agent_discovery_sensor],
     resources={IO_MANAGER_KEY: ParquetIOManager()},
 )

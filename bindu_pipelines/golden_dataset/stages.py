@@ -1,31 +1,42 @@
-"""The golden dataset as four file-to-file stages, Dagster-free: what the Dagster assets run.
+"""The golden dataset's four stages in one pass over the tasks, Dagster-free: what the
+Dagster assets of the daily job run.
 
-    raw tasks (database)  -> raw_tasks.parquet
-    raw_tasks.parquet     -> normalized_feedback.parquet        (one 0..1 score per scored task)
-    raw + feedback        -> extracted_interactions.parquet     (strategy + PII scrub)
-    extracted             -> golden.parquet                     (quality, validate, dedup, split)
+    tasks (database) -> raw_tasks.parquet               the tasks and their feedback rows, as read
+                     -> normalized_feedback.parquet     one 0..1 score per scored task
+                     -> extracted_interactions.parquet  (user_input -> agent_output) pairs, PII scrubbed
+                     -> golden_dataset.parquet          quality, validation, deduplication, split
 
-Every stage reads its input in bounded batches (COPY blocks from PostgreSQL, a Parquet row
-group at a time from the previous stage) and writes Parquet a row group per batch, so memory
-holds a few batches, however many tasks there are. The per-row rules are the ones of
-``GoldenDatasetPipeline`` (``dataset.py``), the reading is ``fetch.py``'s: the rows and drop
-counts are those of ``stream_golden_dataset`` / ``build_golden_dataset``, which run the same
-stage functions in one pass. With ``workers > 1`` the stateless work of a stage runs in worker
-processes, each reading its own row group from the input file (nothing big crosses a pipe but
-the output), while this process keeps the order and the stateful deduplication.
+The tasks are read once, in bounded batches (COPY blocks from PostgreSQL, ``fetch.py``). Each
+batch goes through every stage at once, in a worker process when there are workers: the worker
+decodes the block and runs the stateless per-row rules of ``GoldenDatasetPipeline``
+(``dataset.py``): feedback, extraction, quality and validation. It hands back the batch's rows
+for each of the four files as Arrow IPC buffers (cheap to read back), with their fingerprint
+digests and what the golden dataset's checks need. This process keeps the read order and does
+the stateful part, deduplication and the split, then appends a row group to each file. Memory
+holds a few batches, however many tasks there are.
+
+The golden rows and drop counts are those of ``stream_golden_dataset`` / ``build_golden_dataset``,
+which run the same per-row rules with the same workers (``workers.py``) and keep only the last
+file's rows.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import gc
+import hashlib
 import os
+from array import array
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from bindu_pipelines.names import GOLDEN_DATASET_ASSETS
 
 from .dataset import (
     GOLDEN_COLUMNS,
@@ -41,16 +52,18 @@ from .fetch import (
     count_agent_tasks,
     count_orphan_feedback,
     decode_task_block,
-    iter_agent_task_blocks,
-    iter_agent_task_fields,
-    read_ahead,
+    iter_task_batches,
 )
+from .pii import find_pii
+from .quality import VALIDATION
+from .workers import in_order
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
 
 OVER_QUERY_LIMIT = "over_query_limit"
 PREVIEW_ROWS = 5
+DICTIONARY_COLUMNS = ("prompt_id", "feedback_type", "split")
 
 RAW_TASK_SCHEMA = pa.schema([
     ("id", pa.string()), ("context_id", pa.string()), ("prompt_id", pa.string()),
@@ -126,7 +139,9 @@ class _Writer:
         self.preview: list[tuple] = []
         self.fingerprint = Fingerprint()
         self.fingerprint.update([schema.names])
-        self._writer = pq.ParquetWriter(self.partial, schema)
+        # Dictionary pages only for the few-valued columns: trying them on texts and ids costs
+        # time and saves nothing.
+        self._writer = pq.ParquetWriter(self.partial, schema, use_dictionary=[n for n in schema.names if n in DICTIONARY_COLUMNS])
 
     def write_rows(self, rows: list[tuple], digests: list[bytes] | None = None) -> None:
         if not rows:
@@ -170,73 +185,79 @@ def _writing(path: str, schema: pa.Schema) -> Iterator[_Writer]:
         raise
 
 
-# --------------------------------------------------------------- worker processes ----------
-_worker_pipelines: dict[str, GoldenDatasetPipeline] = {}
-_pools: dict[int, Any] = {}
+# --------------------------------------------------------------- what the checks judge -----
+@dataclass
+class GoldenFacts:
+    """What the golden dataset's checks judge, gathered from its rows as they are written (so
+    the checks cost no second read of the file). Duplicates are counted apart from the
+    deduplicator: exact pairs by a digest of their own, normalised pairs by the digest the
+    cleaning computed, 8 bytes a row each, sorted once at the end. A pair the deduplication let
+    through twice is caught."""
+
+    rows: int = 0
+    validation_rows: int = 0
+    missing_scores: int = 0
+    out_of_range_scores: int = 0
+    exact_duplicates: int = 0
+    normalized_duplicates: int = 0
+    pii_found: dict[str, int] = field(default_factory=dict)
+    rows_with_pii: int = 0
+    example_pii_task_ids: list[str] = field(default_factory=list)
+    _exact: array = field(default_factory=lambda: array("Q"), repr=False)
+    _normalized: array = field(default_factory=lambda: array("Q"), repr=False)
+
+    def observe(self, row: tuple, exact_digest: int, normalized_digest: int, pii: tuple[str, ...] | None) -> None:
+        self.rows += 1
+        if row[5] == VALIDATION:
+            self.validation_rows += 1
+        score = row[3]
+        if score is None or score != score:
+            self.missing_scores += 1
+        elif not 0.0 <= score <= 1.0:
+            self.out_of_range_scores += 1
+        self._exact.append(exact_digest)
+        self._normalized.append(normalized_digest)
+        if pii:
+            self.rows_with_pii += 1
+            for kind in pii:
+                self.pii_found[kind] = self.pii_found.get(kind, 0) + 1
+            if len(self.example_pii_task_ids) < 10:
+                self.example_pii_task_ids.append(row[0])
+
+    def finish(self) -> "GoldenFacts":
+        """Count the duplicates among the digests (rows beyond the first of each) and let them go."""
+        import numpy as np
+
+        def repeats(digests: array) -> int:
+            ordered = np.sort(np.frombuffer(digests, dtype=np.uint64))
+            return int(np.count_nonzero(ordered[1:] == ordered[:-1]))
+
+        self.exact_duplicates, self.normalized_duplicates = repeats(self._exact), repeats(self._normalized)
+        self._exact, self._normalized = array("Q"), array("Q")
+        return self
 
 
-def _worker_pipeline(options: GoldenDatasetOptions) -> GoldenDatasetPipeline:
-    # One pipeline per distinct options in a worker (the options arrive with each job, pickled).
-    key = repr(options)
-    pipeline = _worker_pipelines.get(key)
-    if pipeline is None:
-        _worker_pipelines.clear()
-        pipeline = _worker_pipelines[key] = GoldenDatasetPipeline(options)
-    pipeline.reset_reports()
-    return pipeline
+def _exact_digest(user_input: str, agent_output: str) -> int:
+    data = f"{len(user_input)}:{user_input}{agent_output}".encode("utf-8", "surrogatepass")
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8, person=b"golden-check").digest(), "big")
 
 
-def _run_in_worker(function: Callable, options: GoldenDatasetOptions, job: tuple) -> Any:
-    return function(_worker_pipeline(options), *job)
+# --------------------------------------------------------------- one batch, every stage ----
+class _Batch(NamedTuple):
+    """One batch of tasks through the stateless stages (``_stage_batch``), ready to be written."""
 
-
-def _pool(workers: int):
-    """One pool of ``workers`` processes for the process's lifetime: the stages of a run (Dagster
-    steps in one process) share it instead of starting processes for each stage. Workers fork
-    from a server that has imported the stage code already."""
-    pool = _pools.get(workers)
-    if pool is None:
-        import atexit
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        if "forkserver" in multiprocessing.get_all_start_methods():
-            context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload([__name__])
-        else:
-            context = multiprocessing.get_context("spawn")
-        pool = _pools[workers] = ProcessPoolExecutor(max_workers=workers, mp_context=context)
-        atexit.register(pool.shutdown, cancel_futures=True)
-    return pool
-
-
-def _in_order(function: Callable, jobs: Iterable[tuple], options: GoldenDatasetOptions, workers: int) -> Iterator[Any]:
-    """``function(pipeline, *job)`` for each job, in order: here, or in ``workers`` processes
-    (each with its own pipeline; at most ``workers + 1`` jobs in flight)."""
-    if workers <= 1:
-        pipeline = GoldenDatasetPipeline(options)
-        for job in jobs:
-            pipeline.reset_reports()
-            yield function(pipeline, *job)
-        return
-    from collections import deque
-    from concurrent.futures.process import BrokenProcessPool
-
-    pool = _pool(workers)
-    pending: deque = deque()
-    try:
-        for job in jobs:
-            pending.append(pool.submit(_run_in_worker, function, options, job))
-            while len(pending) > workers:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
-    except BrokenProcessPool:
-        _pools.pop(workers, None)  # a worker died (killed, out of memory): the next run starts a new pool
-        raise
-    finally:
-        for future in pending:
-            future.cancel()
+    tasks: int
+    raw: Any  # Arrow IPC buffer (from a worker) or table of RAW_TASK_SCHEMA
+    raw_digests: bytes  # the rows' fingerprint digests, concatenated
+    feedback: Any
+    feedback_digests: bytes
+    feedback_types: dict[str, int]
+    interactions: Any
+    interaction_digests: bytes
+    candidates: list[tuple]  # (golden row, normalized digest) for deduplication, in order
+    candidate_digests: list[bytes]
+    check_facts: list[tuple]  # per candidate: (exact digest, PII kinds or None)
+    reports: dict[str, StageReport]
 
 
 def _table(rows: list[tuple], schema: pa.Schema) -> pa.Table:
@@ -244,46 +265,24 @@ def _table(rows: list[tuple], schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays([pa.array(c, f.type) for c, f in zip(columns, schema)], schema=schema)
 
 
-# --------------------------------------------------------------- stage 1: raw tasks --------
-def _digests(rows: list[tuple]) -> list[bytes]:
-    # The fingerprint's costly part, done where the rows are made (a worker, when there are workers).
-    return [Fingerprint.row_digest(row) for row in rows]
+def _pack(rows: list[tuple], schema: pa.Schema, to_ipc: bool) -> Any:
+    # A table crosses the pipe as an IPC buffer: reading it back costs a pointer, where an
+    # unpickled table costs a copy of every buffer in this process.
+    table = _table(rows, schema)
+    if not to_ipc:
+        return table
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, schema) as stream:
+        stream.write_table(table)
+    return sink.getvalue()
 
 
-def _decode_raw_block(pipeline: GoldenDatasetPipeline, block: bytes | list[tuple]) -> tuple[pa.Table, list[bytes]]:
-    rows = decode_task_block(block) if isinstance(block, bytes) else block
-    return _table(rows, RAW_TASK_SCHEMA), _digests(rows)
+def _unpack(packed: Any) -> pa.Table:
+    return packed if isinstance(packed, pa.Table) else pa.ipc.open_stream(packed).read_all()
 
 
-def write_raw_tasks(
-    engine: "sa.Engine", agent_id: str, path: str, options: GoldenDatasetOptions | None = None,
-    *, chunk_size: int = DEFAULT_CHUNK_SIZE, workers: int = 1,
-) -> StageOutput:
-    """The agent's tasks, newest first, with their feedback rows as the database's JSON text,
-    read as ``stream_golden_dataset`` reads them (COPY blocks, huge texts cut in the database;
-    with workers, the blocks are decoded there while this process writes)."""
-    opts = options or GoldenDatasetOptions()
-    postgres_blocks = engine.dialect.name == "postgresql" and not opts.rebuild_context
-    if not postgres_blocks or (opts.limit is not None and opts.limit < 4 * chunk_size):
-        workers = 1  # rows already decoded, or too few blocks to pay for the processes
-    if postgres_blocks:
-        blocks: Iterator = (block for _, block in iter_agent_task_blocks(
-            engine, agent_id, since=opts.since, until=opts.until, limit=opts.limit,
-            chunk_size=chunk_size, max_text_chars=opts.max_message_chars,
-        ))
-    else:
-        # SQLite hands JSON columns back as text (kept verbatim); text ids from the reader.
-        blocks = ([(i, c, p, _json_text(h), _json_text(f)) for i, c, p, h, f in chunk] for chunk in read_ahead(
-            iter_agent_task_fields(engine, agent_id, since=opts.since, until=opts.until, limit=opts.limit,
-                                   chunk_size=chunk_size, rebuild_context=opts.rebuild_context)))
-    with _writing(path, RAW_TASK_SCHEMA) as writer:
-        for table, digests in _in_order(_decode_raw_block, ((b,) for b in blocks), opts, workers):
-            writer.write_table(table, digests=digests)
-        in_window = count_agent_tasks(engine, agent_id, since=opts.since, until=opts.until)
-        report = StageReport("fetch", rows_in=in_window, rows_out=writer.rows)
-        if in_window > writer.rows:
-            report.drops[OVER_QUERY_LIMIT] = in_window - writer.rows
-        return writer.close([report])
+def _digests(rows: Iterable[tuple]) -> bytes:
+    return b"".join(map(Fingerprint.row_digest, rows))
 
 
 def _json_text(value: Any) -> Any:
@@ -294,128 +293,63 @@ def _json_text(value: Any) -> Any:
     return orjson.dumps(value, default=str).decode()
 
 
-# --------------------------------------------------------------- stage 2: feedback ---------
-def _feedback_of_group(pipeline: GoldenDatasetPipeline, path: str, group: int) -> tuple[pa.Table, list[bytes], int, dict]:
-    table = pq.ParquetFile(path).read_row_group(group, columns=["id", "feedback"])
-    rows = []
-    for task_id, feedback in zip(table.column("id").to_pylist(), table.column("feedback").to_pylist()):
-        result = pipeline.normalize_feedback(feedback)
-        if result.score is not None:
-            rows.append((task_id, float(result.score), result.feedback_type, result.valid_rows))
-    return _table(rows, FEEDBACK_SCHEMA), _digests(rows), table.num_rows, pipeline.reports
+def _stage_batch(pipeline: GoldenDatasetPipeline, batch: bytes | list[tuple], to_ipc: bool) -> _Batch:
+    """Every stateless stage for one batch of tasks (a COPY block or field tuples)."""
+    pipeline.reset_reports()
+    if isinstance(batch, bytes):
+        fields = raw = decode_task_block(batch)
+    else:
+        # SQLite hands JSON back as text (kept verbatim); a rebuilt context arrives as objects.
+        fields = batch
+        raw = [(i, c, p, _json_text(h), _json_text(f)) for i, c, p, h, f in batch]
+    feedback_rows: list[tuple] = []
+    feedback_types: dict[str, int] = {}
+    interactions: list[tuple] = []
+    candidates: list[tuple] = []
+    normalize, extract, clean = pipeline.normalize_feedback, pipeline.extract, pipeline.clean
+    # The stages make no reference cycles: the cyclic collector would only walk the batch's
+    # short-lived objects again and again.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        for task_id, context_id, prompt_id, history, feedback in fields:
+            scored = normalize(feedback)
+            score, feedback_type = scored.score, scored.feedback_type
+            if score is not None:
+                feedback_rows.append((task_id, float(score), feedback_type, scored.valid_rows))
+                feedback_types[feedback_type] = feedback_types.get(feedback_type, 0) + 1
+            rows = extract(task_id, history, score, feedback_type, context_id, prompt_id)
+            if rows:
+                interactions.extend(rows)
+                for row in rows:
+                    candidate = clean(row)
+                    if candidate is not None:
+                        candidates.append(tuple(candidate))
+        golden_rows = [row for row, _ in candidates]
+        check_facts = [
+            (_exact_digest(row[1], row[2]), tuple(find_pii(row[1]) + find_pii(row[2])) or None) for row in golden_rows
+        ]
+        return _Batch(
+            len(fields),
+            _pack(raw, RAW_TASK_SCHEMA, to_ipc), _digests(raw),
+            _pack(feedback_rows, FEEDBACK_SCHEMA, to_ipc), _digests(feedback_rows), feedback_types,
+            _pack(interactions, INTERACTION_SCHEMA, to_ipc), _digests(interactions),
+            candidates, list(map(Fingerprint.row_digest, golden_rows)), check_facts,
+            pipeline.reports,
+        )
+    finally:
+        if collecting:
+            gc.enable()
 
 
-def write_normalized_feedback(
-    raw_tasks: ParquetTable, path: str, options: GoldenDatasetOptions | None = None,
-    *, engine: "sa.Engine | None" = None, workers: int = 1,
-) -> StageOutput:
-    """One 0..1 score per task with valid feedback (``GoldenDatasetPipeline.normalize_feedback``).
-    With ``engine``, feedback on tasks that do not exist is counted too (database-wide)."""
-    opts = options or GoldenDatasetOptions()
-    merged = GoldenDatasetPipeline(opts)
-    groups = pq.ParquetFile(raw_tasks.path).num_row_groups
-    tasks = 0
-    by_type: Counter = Counter()
-    with _writing(path, FEEDBACK_SCHEMA) as writer:
-        jobs = ((raw_tasks.path, g) for g in range(groups))
-        for table, digests, task_count, reports in _in_order(_feedback_of_group, jobs, opts, workers):
-            merged.merge_reports(reports)
-            tasks += task_count
-            by_type.update(table.column("feedback_type").to_pylist())
-            writer.write_table(table, digests=digests)
-        report = merged.reports["feedback"]
-        if engine is not None:
-            orphans = count_orphan_feedback(engine)
-            if orphans:
-                report.drops[FEEDBACK_ON_MISSING_TASK] += orphans
-                report.rows_in += orphans
-        return writer.close([report], tasks=tasks, by_type=dict(by_type))
-
-
-# --------------------------------------------------------------- stage 3: extract ----------
-def _extract_group(pipeline: GoldenDatasetPipeline, path: str, group: int, scores: dict) -> tuple[pa.Table, list[bytes], dict]:
-    table = pq.ParquetFile(path).read_row_group(group, columns=["id", "context_id", "prompt_id", "history"])
-    rows: list[tuple] = []
-    extract = pipeline.extract
-    for task_id, context_id, prompt_id, history in zip(*(c.to_pylist() for c in table.columns)):
-        score, feedback_type = scores.get(task_id, (None, None))
-        rows.extend(extract(task_id, history, score, feedback_type, context_id, prompt_id))
-    return _table(rows, INTERACTION_SCHEMA), _digests(rows), pipeline.reports
-
-
-def _scores_by_group(raw_tasks: ParquetTable, feedback: ParquetTable) -> Iterator[tuple[str, int, dict]]:
-    """(raw file, row group, the group's scores): feedback rows are in raw order (a subset), so
-    one pass over both files pairs them, a row group at a time."""
-    raw = pq.ParquetFile(raw_tasks.path)
-    pending = feedback.iter_rows(["task_id", "feedback_score", "feedback_type"])
-    head = next(pending, None)
-    for group in range(raw.num_row_groups):
-        ids = raw.read_row_group(group, columns=["id"]).column("id").to_pylist()
-        in_group = set(ids)
-        scores = {}
-        while head is not None and head[0] in in_group:
-            scores[head[0]] = (head[1], head[2])
-            head = next(pending, None)
-        yield raw_tasks.path, group, scores
-    if head is not None:
-        raise ValueError(f"{feedback.path} holds task {head[0]!r}, not in {raw_tasks.path} (or out of its order)")
-
-
-def write_extracted_interactions(
-    raw_tasks: ParquetTable, normalized_feedback: ParquetTable, path: str,
-    options: GoldenDatasetOptions | None = None, *, workers: int = 1,
-) -> StageOutput:
-    """(user_input -> agent_output) pairs cut by the strategy, PII scrubbed (``GoldenDatasetPipeline.extract``)."""
-    opts = options or GoldenDatasetOptions()
-    merged = GoldenDatasetPipeline(opts)
-    with _writing(path, INTERACTION_SCHEMA) as writer:
-        for table, digests, reports in _in_order(_extract_group, _scores_by_group(raw_tasks, normalized_feedback), opts, workers):
-            merged.merge_reports(reports)
-            writer.write_table(table, digests=digests)
-        return writer.close([merged.reports["extract"]])
-
-
-# --------------------------------------------------------------- stage 4: golden -----------
-def _clean_group(pipeline: GoldenDatasetPipeline, path: str, group: int) -> tuple[list[tuple], list[bytes], dict]:
-    table = pq.ParquetFile(path).read_row_group(group)
-    candidates = []
-    clean = pipeline.clean
-    for row in zip(*(c.to_pylist() for c in table.columns)):
-        candidate = clean(row)
-        if candidate is not None:
-            candidates.append(tuple(candidate))
-    return candidates, _digests([c[0] for c in candidates]), pipeline.reports
-
-
-def write_golden(
-    extracted_interactions: ParquetTable, path: str, options: GoldenDatasetOptions | None = None, *, workers: int = 1,
-) -> StageOutput:
-    """Quality filter, validation (stateless: in workers), deduplication and split (here, in
-    read order): ``GoldenDatasetPipeline.clean`` then ``admit``."""
-    opts = options or GoldenDatasetOptions()
-    pipeline = GoldenDatasetPipeline(opts)
-    groups = pq.ParquetFile(extracted_interactions.path).num_row_groups
-    admit = pipeline.admit
-    with _writing(path, GOLDEN_SCHEMA) as writer:
-        jobs = ((extracted_interactions.path, g) for g in range(groups))
-        for candidates, digests, reports in _in_order(_clean_group, jobs, opts, workers):
-            pipeline.merge_reports({stage: reports[stage] for stage in ("quality", "validate")})
-            out, kept = [], []
-            for candidate, digest in zip(candidates, digests):
-                golden = admit(candidate)
-                if golden is not None:
-                    out.append(golden)
-                    kept.append(digest)
-            writer.write_rows(out, kept)
-        return writer.close([pipeline.reports[s] for s in ("quality", "validate", "deduplicate", "split")])
-
-
+# --------------------------------------------------------------- the four files ------------
 @dataclass
 class StagedRun:
     raw_tasks: StageOutput
     normalized_feedback: StageOutput
     extracted_interactions: StageOutput
     golden_dataset: StageOutput
+    facts: GoldenFacts
 
     def reports(self) -> dict[str, dict[str, Any]]:
         """The stage reports keyed by stage, as ``StreamResult.reports``."""
@@ -423,24 +357,78 @@ class StagedRun:
         return {report.stage: report.as_metadata() for output in outputs for report in output.reports}
 
 
+def stage_paths(directory: str) -> dict[str, str]:
+    """Where ``write_golden_stages`` puts each asset's file in ``directory``."""
+    return {asset: os.path.join(directory, f"{asset}.parquet") for asset in GOLDEN_DATASET_ASSETS}
+
+
+def write_golden_stages(
+    engine: "sa.Engine", agent_id: str, paths: dict[str, str], options: GoldenDatasetOptions | None = None,
+    *, chunk_size: int = DEFAULT_CHUNK_SIZE, workers: int = 1,
+) -> StagedRun:
+    """The agent's tasks through every stage in one pass, into the four files of ``paths``
+    (keyed by asset name, see ``stage_paths``). Each file appears only when the run completes.
+
+    With ``workers > 1`` the stateless stages run in that many processes (not for a limit
+    under four batches: the processes would cost more than they save)."""
+    opts = options or GoldenDatasetOptions()
+    if opts.limit is not None and opts.limit < 4 * chunk_size:
+        workers = 1
+    merged = GoldenDatasetPipeline(opts)
+    admit = merged.admit
+    facts = GoldenFacts()
+    tasks = 0
+    feedback_types: Counter = Counter()
+    raw_name, feedback_name, extracted_name, golden_name = GOLDEN_DATASET_ASSETS
+    with contextlib.ExitStack() as stack:
+        raw = stack.enter_context(_writing(paths[raw_name], RAW_TASK_SCHEMA))
+        feedback = stack.enter_context(_writing(paths[feedback_name], FEEDBACK_SCHEMA))
+        extracted = stack.enter_context(_writing(paths[extracted_name], INTERACTION_SCHEMA))
+        golden = stack.enter_context(_writing(paths[golden_name], GOLDEN_SCHEMA))
+        batches = iter_task_batches(engine, agent_id, since=opts.since, until=opts.until, limit=opts.limit,
+                                    chunk_size=chunk_size, max_text_chars=opts.max_message_chars,
+                                    rebuild_context=opts.rebuild_context)
+        jobs = ((batch, workers > 1) for _, batch in batches)
+        for batch in in_order(_stage_batch, jobs, functools.partial(GoldenDatasetPipeline, opts), workers):
+            tasks += batch.tasks
+            merged.merge_reports({stage: batch.reports[stage] for stage in ("feedback", "extract", "quality", "validate")})
+            raw.write_table(_unpack(batch.raw), digests=[batch.raw_digests])
+            feedback.write_table(_unpack(batch.feedback), digests=[batch.feedback_digests])
+            feedback_types.update(batch.feedback_types)
+            extracted.write_table(_unpack(batch.interactions), digests=[batch.interaction_digests])
+            out, kept = [], []
+            for candidate, digest, (exact_digest, pii) in zip(batch.candidates, batch.candidate_digests, batch.check_facts):
+                row = admit(candidate)
+                if row is not None:
+                    out.append(row)
+                    kept.append(digest)
+                    facts.observe(row, exact_digest, candidate[1], pii)
+            golden.write_rows(out, kept)
+        facts.finish()
+        fetched = StageReport("fetch", rows_in=tasks, rows_out=tasks)
+        if opts.limit is not None and tasks >= opts.limit:
+            # The limit cut the read: say how many tasks of the window it left out.
+            in_window = count_agent_tasks(engine, agent_id, since=opts.since, until=opts.until)
+            fetched.rows_in = in_window
+            if in_window > tasks:
+                fetched.drops[OVER_QUERY_LIMIT] = in_window - tasks
+        feedback_report = merged.reports["feedback"]
+        orphans = count_orphan_feedback(engine)
+        if orphans:
+            feedback_report.drops[FEEDBACK_ON_MISSING_TASK] += orphans
+            feedback_report.rows_in += orphans
+        return StagedRun(
+            raw.close([fetched]),
+            feedback.close([feedback_report], tasks=tasks, by_type=dict(feedback_types)),
+            extracted.close([merged.reports["extract"]]),
+            golden.close([merged.reports[s] for s in ("quality", "validate", "deduplicate", "split")]),
+            facts,
+        )
+
+
 def run_golden_stages(
     engine: "sa.Engine", agent_id: str, directory: str, options: GoldenDatasetOptions | None = None,
     *, chunk_size: int = DEFAULT_CHUNK_SIZE, workers: int = 1,
 ) -> StagedRun:
-    """The four stages into ``directory`` (what the Dagster assets do, one asset per stage)."""
-    opts = options or GoldenDatasetOptions()
-    raw = write_raw_tasks(engine, agent_id, os.path.join(directory, "raw_tasks.parquet"), opts,
-                          chunk_size=chunk_size, workers=workers)
-    feedback = write_normalized_feedback(raw.table, os.path.join(directory, "normalized_feedback.parquet"), opts,
-                                         engine=engine, workers=workers)
-    extracted = write_extracted_interactions(raw.table, feedback.table, os.path.join(directory, "extracted_interactions.parquet"),
-                                             opts, workers=workers)
-    golden = write_golden(extracted.table, os.path.join(directory, "golden_dataset.parquet"), opts, workers=workers)
-    return StagedRun(raw, feedback, extracted, golden)
-
-
-def shutdown_workers() -> None:
-    """Stop the shared worker processes (they start again when a stage needs them)."""
-    while _pools:
-        _, pool = _pools.popitem()
-        pool.shutdown(cancel_futures=True)
+    """``write_golden_stages`` into ``directory`` (one file per asset, named after it)."""
+    return write_golden_stages(engine, agent_id, stage_paths(directory), options, chunk_size=chunk_size, workers=workers)

@@ -4,15 +4,17 @@ import dagster as dg
 
 from bindu_pipelines import names
 from bindu_pipelines.definitions import defs
-from bindu_pipelines.golden_dataset.checks import golden_dataset_checks
 from bindu_pipelines.golden_dataset.assets import golden_dataset_run_config
 
 
 def test_assets_checks_jobs_schedules_sensors_and_resources_are_named_once():
     asset_keys = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
     assert asset_keys == {*names.GOLDEN_DATASET_ASSETS, names.CANDIDATE_PROMPT, names.TRAFFIC_DECISION}
-    assert tuple(check.node_def.name for check in golden_dataset_checks) == names.GOLDEN_DATASET_CHECK_OPS
     check_keys = defs.resolve_asset_graph().asset_check_keys
+    golden = dg.AssetKey(names.GOLDEN_DATASET)
+    assert {k.name for k in check_keys if k.asset_key == golden} == set(names.GOLDEN_DATASET_CHECKS)
+    training_steps = {node.name for node in defs.resolve_job_def(names.TRAINING_JOB).graph.node_defs}
+    assert names.GOLDEN_DATASET_STAGES in training_steps
     assert dg.AssetCheckKey(dg.AssetKey(names.CANDIDATE_PROMPT), names.OFFLINE_GATE_CHECK) in check_keys
     assert {job.name for job in defs.resolve_all_job_defs()} >= {names.TRAINING_JOB, names.CANARY_JOB}
     assert {s.name for s in defs.schedules} == {names.DAILY_TRAINING_SCHEDULE, names.HOURLY_CANARY_SCHEDULE}

@@ -7,7 +7,6 @@ import sqlalchemy as sa
 
 from bindu_pipelines.demo.seed import seed_demo_data
 from bindu_pipelines.golden_dataset.assets import golden_dataset_assets, golden_dataset_run_config
-from bindu_pipelines.golden_dataset.checks import golden_dataset_checks
 from bindu_pipelines.golden_dataset.dataset import GOLDEN_COLUMNS
 from bindu_pipelines.golden_dataset.definitions import defs as golden_defs
 from bindu_pipelines.golden_dataset.pii import find_pii
@@ -45,7 +44,7 @@ def resources(db_url, tmp_path):
 
 def materialize(db_url, tmp_path, instance, agent, extra_assets=(), **options):
     return dg.materialize(
-        [*golden_dataset_assets, *golden_dataset_checks, *extra_assets],
+        [*golden_dataset_assets, *extra_assets],
         partition_key=agent,
         instance=instance,
         resources=resources(db_url, tmp_path),
@@ -199,9 +198,10 @@ def test_definitions_load_with_the_shared_database_resource():
     assert {k.name for k in graph.asset_check_keys} == {
         "has_enough_examples", "scores_in_range", "no_duplicate_pairs", "no_pii", "shift",
     }
-    # Step names carry the asset once: golden_dataset_has_enough_examples, not golden_dataset_golden_dataset_…
+    # One step writes the four assets and judges the checks (all on golden_dataset).
     job = defs.resolve_implicit_global_asset_job_def()
-    steps = {node.name for node in job.graph.node_defs}
-    assert "golden_dataset_has_enough_examples" in steps
-    assert not any("golden_dataset_golden_dataset" in name for name in steps)
+    assert {node.name for node in job.graph.node_defs} == {"golden_dataset_stages"}
+    assert {k.asset_key for k in graph.asset_check_keys} == {dg.AssetKey("golden_dataset")}
+    assert graph.get(dg.AssetKey("extracted_interactions")).parent_keys == {
+        dg.AssetKey("raw_tasks"), dg.AssetKey("normalized_feedback")}
     assert defs.resolve_sensor_def("agent_discovery_sensor") is not None

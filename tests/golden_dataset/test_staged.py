@@ -17,7 +17,6 @@ import pytest
 
 from bindu_pipelines.demo.seed import seed_demo_data
 from bindu_pipelines.golden_dataset.assets import golden_dataset_assets, golden_dataset_run_config
-from bindu_pipelines.golden_dataset.checks import golden_dataset_checks
 from bindu_pipelines.golden_dataset.dataset import (
     GOLDEN_COLUMNS,
     GoldenDatasetOptions,
@@ -54,7 +53,7 @@ def test_assets_give_build_golden_datasets_rows_and_drop_counts(demo, engine, tm
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(agent_partitions.name, [AGENT])
         result = dg.materialize(
-            [*golden_dataset_assets, *golden_dataset_checks],
+            golden_dataset_assets,
             partition_key=AGENT,
             instance=instance,
             resources={"bindu_db": BinduDatabase(url=demo),
@@ -98,3 +97,37 @@ def test_staged_run_matches_the_one_pass_run(demo, engine, tmp_path, workers):
     assert staged.golden_dataset.fingerprint == expected.fingerprint
     assert staged.reports() == expected.reports
     assert staged.raw_tasks.reports[0].drops == {"over_query_limit": 50}
+
+
+def test_golden_facts_count_what_the_checks_judge():
+    from bindu_pipelines.golden_dataset.stages import GoldenFacts
+
+    facts = GoldenFacts()
+    rows = [
+        ("t1", "hello there", "hi!", 1.0, "rating", "train", None, None),
+        ("t2", "hello there", "hi!", 0.5, "rating", "validation", None, None),  # exact repeat of t1
+        ("t3", "Hello  there", "hi!", None, None, "train", None, None),  # normalised repeat of t1, no score
+        ("t4", "mail me", "at a@b.co", 1.5, "rating", "validation", None, None),  # score out of range, PII
+    ]
+    digests = [(1, 10, None), (1, 10, None), (2, 10, None), (3, 11, ("email",))]
+    for row, (exact, normalized, pii) in zip(rows, digests):
+        facts.observe(row, exact, normalized, pii)
+    facts.finish()
+    assert (facts.rows, facts.validation_rows) == (4, 2)
+    assert (facts.missing_scores, facts.out_of_range_scores) == (1, 1)
+    assert (facts.exact_duplicates, facts.normalized_duplicates) == (1, 2)
+    assert facts.pii_found == {"email": 1} and facts.rows_with_pii == 1 and facts.example_pii_task_ids == ["t4"]
+
+
+def test_the_checks_fail_on_what_the_facts_report():
+    from bindu_pipelines.golden_dataset.checks import no_duplicate_pairs, scores_in_range
+    from bindu_pipelines.golden_dataset.config import GoldenDatasetConfig
+    from bindu_pipelines.golden_dataset.stages import GoldenFacts
+
+    clean = GoldenFacts(rows=5)
+    assert no_duplicate_pairs(clean).passed and scores_in_range(GoldenDatasetConfig(), clean).passed
+    duplicated = GoldenFacts(rows=5, exact_duplicates=1, normalized_duplicates=1)
+    assert no_duplicate_pairs(duplicated).passed is False
+    unscored = GoldenFacts(rows=5, missing_scores=2)
+    assert scores_in_range(GoldenDatasetConfig(), unscored).passed is False
+    assert scores_in_range(GoldenDatasetConfig(require_feedback=False), unscored).passed is True

@@ -69,8 +69,8 @@ class StatementFaults:
 
 
 def golden_config(**options) -> dict:
-    """The golden dataset options for the four assets (the checks are not materialized here)."""
-    return golden_dataset_run_config(**options)  # one resource block, read by assets and checks alike
+    """The golden dataset options for its step and checks (one resource block)."""
+    return golden_dataset_run_config(**options)
 
 
 def materialize_golden(url: str, parquet_dir: str, instance: dg.DagsterInstance, agent: str, **options) -> dg.ExecuteInProcessResult:

@@ -16,6 +16,7 @@ import pytest
 
 from bindu_pipelines.canary.assets import traffic_decision
 from bindu_pipelines.demo.seed import seed_demo_data
+from bindu_pipelines.names import GOLDEN_DATASET_STAGES
 from bindu_pipelines.partitions import agent_partitions
 from bindu_pipelines.resources import BinduDatabase
 from bindu_runtime import PromptStore
@@ -41,7 +42,6 @@ AGENT = "support-bot"
 LOST_CONNECTION = ("server closed the connection", "connection", "terminat", "could not receive")
 # Every statement names its schema (the session's own, e.g. "t_1a2b.agent_prompts").
 INSERT_PROMPT = re.compile(r"INSERT INTO (?:\S+\.)?agent_prompts\b")
-GOLDEN_ASSETS = ["raw_tasks", "normalized_feedback", "extracted_interactions", "golden_dataset"]
 
 
 @pytest.fixture
@@ -77,7 +77,7 @@ def test_golden_dataset_run_cut_at_every_statement_fails_cleanly_and_retry_match
         points = list(faults.points)
         expected = stored_frame(clean, "golden_dataset")
         faults.points.clear()
-        assert len(points) >= 4  # raw_tasks: the streamed read and the count; normalized_feedback: orphans
+        assert len(points) >= 4  # the streamed read, the orphan-feedback count and their lookups
         failures = {}
         for k, (phase, statement) in enumerate(points):
             faults.points.clear()
@@ -87,17 +87,15 @@ def test_golden_dataset_run_cut_at_every_statement_fails_cleanly_and_retry_match
             step, reason = first_line_reason(result)
             assert_lost_connection(reason)
             failures[(k, phase, statement)] = step
-            # The failed step and everything downstream of it produced nothing.
-            done = materialized_assets(result)
-            assert step not in done and done == set(GOLDEN_ASSETS[: GOLDEN_ASSETS.index(step)]), (k, done)
+            # The one step writes the four files in one pass: a failed pass stores none of them.
+            assert step == GOLDEN_DATASET_STAGES and materialized_assets(result) == set(), (k, materialized_assets(result))
             proxy.restore()
             faults.actions = {}
             retry = materialize_golden(url, str(tmp_path / f"cut{k}"), instance, AGENT, min_examples=1)
             assert retry.success, step_failures(retry)
             assert stored_frame(retry, "golden_dataset").equals(expected)
     assert table_counts(direct) == counts  # the golden dataset only reads
-    steps = sorted(set(failures.values()), key=GOLDEN_ASSETS.index)
-    assert steps == ["raw_tasks", "normalized_feedback"]
+    steps = sorted(set(failures.values()))
     print(f"\nPIPELINE_FAULTS job=golden_dataset cut_points={len(points)} failed_cleanly={len(failures)} "
           f"failing_steps={steps} retries_identical={len(failures)} db_rows_changed=0")
 
