@@ -8,9 +8,9 @@ Dagster, the one-pass streaming path, and the seed's way, in the same run.
    rows with ``generate_series`` in SQL; each copy's first user message gets a unique suffix so
    the copies are not all duplicates.
 2. Runs each approach in a fresh subprocess (so peak RSS is that approach's own):
-   - dagster (what ``training_job`` runs): ``dg.materialize`` of the four golden dataset assets and
-     their five checks, in-process executor, an ephemeral instance, query limit lifted; each stage
-     streams Parquet to the next (``--workers`` worker processes per stage);
+   - dagster (what ``training_job`` runs): ``dg.materialize`` of the golden dataset's step, which
+     writes the four assets in one pass and judges the five checks, in-process executor, an
+     ephemeral instance, query limit lifted, ``--workers`` worker processes;
    - streaming (``write_golden_parquet``): COPY blocks of 5 000 tasks, decoded and processed in
      one process or in ``--workers`` worker processes, golden rows streamed into Parquet; the
      parallel run is repeated ``--repeat`` times (shared machine: the median is reported);
@@ -209,7 +209,7 @@ def run_streaming(url: str, chunk_size: int, workers: int) -> dict:
 
 
 def run_dagster(url: str, chunk_size: int, workers: int) -> dict:
-    """training_job's dataset stages: the four assets and their checks, materialized by Dagster."""
+    """training_job's dataset step: the four assets and their checks, materialized by Dagster."""
     import dagster as dg
 
     from bindu_pipelines.golden_dataset.assets import golden_dataset_assets, golden_dataset_run_config
@@ -344,8 +344,9 @@ def main() -> int:
         f"{args.templates:,} demo templates x copies; loaded in {loaded['load_seconds']} s (COPY + generate_series)",
         "options: strategy last_turn, require_feedback, PII scrubbing on, no limit, "
         f"chunk size {args.chunk_size:,}",
-        "dagster assets: dg.materialize of raw_tasks, normalized_feedback, extracted_interactions, golden_dataset "
-        "and the 5 checks (in-process executor, ephemeral instance), N worker processes per stage",
+        "dagster assets: dg.materialize of golden_dataset_stages (raw_tasks, normalized_feedback, "
+        "extracted_interactions and golden_dataset in one pass, and the 5 checks; in-process executor, "
+        "ephemeral instance), N worker processes",
         "peak RSS: each approach in its own subprocess; dagster: the whole process tree (main + workers, /proc "
         "sampled every 0.1 s); streaming, N workers: main + N x the largest worker's ru_maxrss (an upper bound); "
         "others ru_maxrss; CPU s: user + system of the subprocess and its workers (less load-dependent than seconds)",
