@@ -107,7 +107,9 @@ def chart_png(points: Sequence[Mapping[str, Any]], agent_id: str) -> bytes:
 
     hours = [_number(p.get("hours_running")) for p in points]
     traffic = [_number(p.get("traffic_after") if p.get("traffic_after") is not None else p.get("traffic_before")) for p in points]
-    figure, (top, middle, bottom) = plt.subplots(3, 1, figsize=(9, 7.5), sharex=True, constrained_layout=True)
+    # Fixed margins: constrained layout would cost half of the drawing time for the same frame.
+    figure, (top, middle, bottom) = plt.subplots(3, 1, figsize=(9, 7.5), sharex=True)
+    figure.subplots_adjust(left=0.08, right=0.98, top=0.94, bottom=0.07, hspace=0.1)
     figure.suptitle(f"{agent_id}: canary experiment by hour since the candidate started")
     top.step(hours, [100 * t for t in traffic], where="post", color="tab:purple", label="candidate traffic")
     top.set_ylabel("candidate traffic %")
