@@ -26,7 +26,7 @@ from .db import write_transaction
 from .errors import DatabaseFailure, FeedbackError, UnknownTask
 from .layout import for_agent
 from .schema import task_feedback, tasks
-from .stamps import Stamp, as_task_uuid, unit_of, write_stamps
+from .stamps import StampBatch, as_task_uuid, write_stamps
 
 MAX_FEEDBACK_CHARS = 10_000
 MAX_METADATA_DEPTH = 32  # nesting levels of mappings and lists below the metadata mapping itself
@@ -200,10 +200,9 @@ class FeedbackCollector:
             raise FeedbackError("stamping needs the collector's agent_id: FeedbackCollector(engine, agent_id=...)")
         if not isinstance(prompt_id, str):
             raise FeedbackError(f"prompt_id must be text, got {type(prompt_id).__name__}")
-        stamp = Stamp(task_uuid, prompt_id, unit_of(key))
         try:
             with write_transaction(self._agent_engine) as connection:
-                outcome = write_stamps(connection, self.agent_id, [stamp], now=self._clock())
+                outcome = write_stamps(connection, self.agent_id, StampBatch([task_uuid], [prompt_id], [key]), now=self._clock())
         except sa.exc.SQLAlchemyError as exc:
             raise database_failure(f"could not stamp task {task_uuid}", exc) from exc
         if outcome.foreign_prompt:

@@ -13,17 +13,27 @@ appends to a bounded in-memory queue and returns (it never blocks, never touches
 never raises); a daemon thread writes the queue in batches, one transaction per batch, retrying a
 batch with backoff while the database is unreachable. When the queue is full new stamps are dropped
 and counted (logged at most once a minute). ``close`` flushes what is queued.
+
+The writer does as little Python per stamp as it can, since whatever it does holds the GIL the
+request threads need: a batch stays three lists (task ids, prompt ids, keys, as queued), sent to
+PostgreSQL as array literals built by one ``str.join`` each in the usual case; the server casts the
+task ids, hashes the keys (``sha256`` of the UTF-8, exactly ``unit_of``; in Python instead for a
+key with a NUL or a lone surrogate, or a server that is not UTF-8) and returns one count. No UUID
+is parsed, no object is built per stamp, and the plan is a primary-key lookup per stamp.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
+import operator
+import re
 import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -80,20 +90,36 @@ def as_task_uuid(task_id: Any) -> uuid.UUID | None:
     return None
 
 
-@dataclass(frozen=True, slots=True)
-class Stamp:
-    task_id: uuid.UUID
-    prompt_id: str
-    unit: str | None
+class StampBatch:
+    """Stamps as three parallel lists, the way the queue holds them: task ids (as given: a UUID, its
+    text, or anything else, which is counted as an unknown task), prompt ids and router keys (as
+    given to ``select``; None for no key). No object per stamp: the writer hands these lists to
+    PostgreSQL as three array literals and lets it cast, hash and match."""
+
+    __slots__ = ("task_ids", "prompt_ids", "keys")
+
+    def __init__(self, task_ids: list, prompt_ids: list, keys: list):
+        self.task_ids, self.prompt_ids, self.keys = task_ids, prompt_ids, keys
+
+    def __len__(self) -> int:
+        return len(self.task_ids)
+
+    def only(self, keep: list[bool]) -> StampBatch:
+        return StampBatch(*([value for value, kept in zip(column, keep) if kept]
+                            for column in (self.task_ids, self.prompt_ids, self.keys)))
 
 
 @dataclass(slots=True)
 class StampOutcome:
-    """What ``write_stamps`` did with a batch: every stamp is in exactly one list."""
+    """What ``write_stamps`` did with a batch: every stamp is counted in exactly one of
+    ``written``, ``unknown_task`` (no such task in the agent's schema, or not a UUID; the latter
+    also in ``malformed_task_id``) and ``foreign_prompt`` (the prompt is not this agent's)."""
 
-    written: list[Stamp] = field(default_factory=list)
-    unknown_task: list[Stamp] = field(default_factory=list)  # no such task in the agent's schema
-    foreign_prompt: list[Stamp] = field(default_factory=list)  # the prompt is not this agent's
+    written: int = 0
+    unknown_task: int = 0
+    malformed_task_id: int = 0
+    foreign_prompt: int = 0
+    foreign_example: str | None = None  # one refused prompt id, for the log
     own_prompt_ids: set[str] = field(default_factory=set)  # prompt ids confirmed as the agent's
 
 
@@ -102,10 +128,76 @@ def _could_be_prompt_id(value: Any) -> bool:
             and 0 < len(value) <= agent_prompts.c.id.type.length)
 
 
+_HEX = "[0-9a-fA-F]"
+_UUID_TEXT = f"{_HEX}{{8}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{12}}"
+# Task ids joined by commas, each in the hyphenated form that uuid.UUID and PostgreSQL both read.
+_UUID_TEXT_LIST = re.compile(f"{_UUID_TEXT}(?:,{_UUID_TEXT})*")
+_UUID_INT = operator.attrgetter("int")
+
+
+def _task_id_literal(task_ids: list) -> tuple[str | list[str | None], list[bool] | None]:
+    """The task ids as PostgreSQL reads them (an array literal), and which of them are UUIDs
+    (None: all). Whole-list C operations in the usual cases (all UUID objects, or all UUID text);
+    a mixed or odd batch is parsed id by id as ``as_task_uuid`` does."""
+    types = set(map(type, task_ids))
+    if types == {uuid.UUID}:
+        return "{" + ",".join(map(format, map(_UUID_INT, task_ids), itertools.repeat("032x"))) + "}", None
+    if types == {str}:
+        joined = ",".join(task_ids)
+        if _UUID_TEXT_LIST.fullmatch(joined):
+            return "{" + joined + "}", None
+    parsed = [as_task_uuid(task_id) for task_id in task_ids]
+    return [None if task_uuid is None else format(task_uuid.int, "032x") for task_uuid in parsed], [
+        task_uuid is not None for task_uuid in parsed]
+
+
+def _text_list_literal(texts: list[str]) -> str | list[str]:
+    """``texts`` (all str, no NUL) as a PostgreSQL text[] literal built by one join when none
+    needs escaping (no quote or backslash); else the list, which psycopg2 quotes item by item."""
+    joined = "".join(texts)
+    if '"' in joined or "\\" in joined:
+        return texts
+    return '{"' + '","'.join(texts) + '"}' if texts else "{}"
+
+
+def _key_texts(keys: list) -> tuple[list[str | None], bool, bool]:
+    """The keys as text (``key_text``; None for no key), whether every key has a text, and
+    whether all can be sent to PostgreSQL as text and hashed there exactly as ``unit_of`` hashes
+    them (no NUL, no lone surrogate)."""
+    if set(map(type, keys)) == {str}:
+        texts, all_text, joined = keys, True, "".join(keys)
+    else:
+        texts = [key if type(key) is str else key_text(key) for key in keys]
+        all_text, joined = None not in texts, "".join([text for text in texts if text])
+    if "\x00" in joined:
+        return texts, all_text, False
+    if not joined.isascii():
+        try:
+            joined.encode("utf-8")
+        except UnicodeEncodeError:
+            return texts, all_text, False
+    return texts, all_text, True
+
+
+def _unit_of_text(text: str | None) -> str | None:
+    return None if text is None else hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def _hashes_as_utf8(connection: sa.Connection) -> bool:
+    """Whether text sent on this connection reaches the server as the same UTF-8 bytes Python
+    hashes (client and server encoding UTF8), so ``sha256`` in SQL gives ``unit_of``'s value."""
+    try:
+        dbapi_connection = connection.connection.dbapi_connection
+        return (dbapi_connection.info.parameter_status("server_encoding") == "UTF8"
+                and dbapi_connection.encoding == "UTF8")
+    except Exception:
+        return False
+
+
 def write_stamps(
     connection: sa.Connection,
     agent_id: str,
-    stamps: Sequence[Stamp],
+    stamps: StampBatch,
     *,
     now: datetime,
     known_own_prompt_ids: Iterable[str] = (),
@@ -113,53 +205,100 @@ def write_stamps(
     """Write ``stamps`` inside the caller's transaction on the agent's schema (``for_agent``).
 
     Only stamps whose prompt is the agent's and whose task exists are written; the rest are
-    returned as refused. ``known_own_prompt_ids`` spares the lookup of prompts already confirmed.
+    counted as refused. Of several stamps of one task the last is written. ``known_own_prompt_ids``
+    spares the lookup of prompts already confirmed.
     """
     outcome = StampOutcome(own_prompt_ids=set(known_own_prompt_ids))
     if not stamps:
         return outcome
+    own = outcome.own_prompt_ids
+    try:
+        named, unhashable = set(stamps.prompt_ids), False  # a batch usually names one or two
+    except TypeError:  # an unhashable "prompt id" (a list, say): foreign, like any non-text value
+        named, unhashable = {prompt_id for prompt_id in stamps.prompt_ids if isinstance(prompt_id, str)}, True
     # Ids that no prompt row could have are foreign without asking (PostgreSQL would reject NUL).
-    to_check = {stamp.prompt_id for stamp in stamps if _could_be_prompt_id(stamp.prompt_id)} - outcome.own_prompt_ids
+    to_check = [prompt_id for prompt_id in named - own if _could_be_prompt_id(prompt_id)]
     if to_check:
-        outcome.own_prompt_ids.update(connection.execute(
+        own.update(connection.execute(
             sa.select(agent_prompts.c.id).where(agent_prompts.c.agent_id == agent_id, agent_prompts.c.id.in_(to_check))
         ).scalars())
-    candidates = []
-    for stamp in stamps:
-        (candidates if stamp.prompt_id in outcome.own_prompt_ids else outcome.foreign_prompt).append(stamp)
-    updated = _update_tasks(connection, agent_id, {stamp.task_id: stamp for stamp in candidates}.values(), now) if candidates else set()
-    for stamp in candidates:
-        (outcome.written if stamp.task_id in updated else outcome.unknown_task).append(stamp)
+    if unhashable or not named <= own:
+        keep = [isinstance(prompt_id, str) and prompt_id in own for prompt_id in stamps.prompt_ids]
+        outcome.foreign_prompt = keep.count(False)
+        example = stamps.prompt_ids[keep.index(False)]
+        outcome.foreign_example = example[:80] if isinstance(example, str) else f"<{type(example).__name__}>"
+        stamps = stamps.only(keep)
+    if stamps:
+        update = _update_postgres if connection.dialect.name == "postgresql" else _update_other
+        outcome.written, outcome.malformed_task_id = update(connection, agent_id, stamps, now)
+        outcome.unknown_task = len(stamps) - outcome.written
     return outcome
 
 
-def _update_tasks(connection: sa.Connection, agent_id: str, stamps: Iterable[Stamp], now: datetime) -> set[uuid.UUID]:
-    """Stamp the tasks (one stamp per task); the ids of the tasks that exist and were stamped."""
-    stamps = list(stamps)
-    if connection.dialect.name == "postgresql":
-        # One statement per batch with three array parameters: psycopg2 runs an executemany
-        # UPDATE as a round trip per row, and SQLAlchemy compiles a VALUES list anew every time.
-        table = qualified_table(connection, agent_id, "tasks")
-        return {uuid.UUID(str(task_id)) for task_id in connection.execute(
-            sa.text(
-                f"UPDATE {table} AS t SET prompt_id = s.prompt_id, prompt_unit = s.prompt_unit, updated_at = :now "
-                "FROM unnest(CAST(:task_ids AS uuid[]), CAST(:prompt_ids AS text[]), CAST(:units AS text[])) "
-                "AS s(task_id, prompt_id, prompt_unit) WHERE t.id = s.task_id RETURNING t.id"
-            ),
-            {"now": now, "task_ids": [str(s.task_id) for s in stamps], "prompt_ids": [s.prompt_id for s in stamps],
-             "units": [s.unit for s in stamps]},
-        ).scalars()}
-    existing = set(connection.execute(sa.select(tasks.c.id).where(tasks.c.id.in_([s.task_id for s in stamps]))).scalars())
-    rows = [{"stamp_task_id": s.task_id, "stamp_prompt_id": s.prompt_id, "stamp_unit": s.unit}
-            for s in stamps if s.task_id in existing]
-    if rows:
+# The agent's tasks stamped from three array literals in one statement. The last stamp of a task
+# wins (DISTINCT ON by position); the unit is hashed here (sha256 of the key's UTF-8, as unit_of)
+# unless given. ``t.id = ANY(...)`` with sequential scans off makes the plan a primary-key lookup
+# per stamp whatever the table's statistics say: a batch costs the same on a million tasks as on
+# a thousand (a hash join over the whole table was planned for a freshly loaded one). Returns the
+# number of stamps whose task exists (and was written).
+_UPDATE_POSTGRES = """SET LOCAL enable_seqscan = off;
+WITH s AS (
+  SELECT DISTINCT ON (task_id) task_id, prompt_id, key, unit
+  FROM unnest(CAST(:task_ids AS uuid[]), CAST(:prompt_ids AS text[]), CAST(:keys AS text[]), CAST(:units AS text[]))
+       WITH ORDINALITY AS s(task_id, prompt_id, key, unit, n)
+  ORDER BY task_id, n DESC
+), u AS (
+  UPDATE {tasks} AS t
+  SET prompt_id = s.prompt_id,
+      prompt_unit = coalesce(s.unit, left(encode(sha256(convert_to(s.key, 'UTF8')), 'hex'), 32)),
+      updated_at = :now
+  FROM s WHERE t.id = s.task_id AND t.id = ANY(CAST(:task_ids AS uuid[]))
+  RETURNING t.id
+)
+SELECT count(*) FROM unnest(CAST(:task_ids AS uuid[])) AS a(id) WHERE a.id IN (SELECT id FROM u)"""
+
+
+def _update_postgres(connection: sa.Connection, agent_id: str, stamps: StampBatch, now: datetime) -> tuple[int, int]:
+    """(stamps written, task ids that are not UUIDs) for one batch, in one statement."""
+    task_ids, valid = _task_id_literal(stamps.task_ids)
+    malformed = 0
+    if valid is not None:
+        malformed = valid.count(False)
+        stamps = stamps.only(valid)
+        task_ids = [task_id for task_id in task_ids if task_id is not None]
+        if not stamps:
+            return 0, malformed
+    texts, all_text, sendable = _key_texts(stamps.keys)
+    if sendable and _hashes_as_utf8(connection):
+        keys: Any = _text_list_literal(texts) if all_text else texts  # psycopg2 sends None as NULL
+        units = None
+    else:  # a NUL or a lone surrogate, or a server that is not UTF-8: hashed here instead
+        keys, units = None, [_unit_of_text(text) for text in texts]
+    prompt_ids = _text_list_literal(stamps.prompt_ids)  # the agent's own ids: text without NUL
+    written = connection.execute(
+        sa.text(_UPDATE_POSTGRES.format(tasks=qualified_table(connection, agent_id, "tasks"))),
+        {"task_ids": task_ids, "prompt_ids": prompt_ids, "keys": keys, "units": units, "now": now},
+    ).scalar_one()
+    return written, malformed
+
+
+def _update_other(connection: sa.Connection, agent_id: str, stamps: StampBatch, now: datetime) -> tuple[int, int]:
+    """The same on SQLite, stamp by stamp in Python (an executemany of one UPDATE)."""
+    parsed = [as_task_uuid(task_id) for task_id in stamps.task_ids]
+    existing = set(connection.execute(
+        sa.select(tasks.c.id).where(tasks.c.id.in_(list({task_uuid for task_uuid in parsed if task_uuid is not None})))
+    ).scalars())
+    last = {task_uuid: (prompt_id, key) for task_uuid, prompt_id, key in zip(parsed, stamps.prompt_ids, stamps.keys)
+            if task_uuid in existing}
+    if last:
         connection.execute(
             tasks.update()
             .where(tasks.c.id == sa.bindparam("stamp_task_id"))
             .values(prompt_id=sa.bindparam("stamp_prompt_id"), prompt_unit=sa.bindparam("stamp_unit"), updated_at=now),
-            rows,
+            [{"stamp_task_id": task_uuid, "stamp_prompt_id": prompt_id, "stamp_unit": unit_of(key)}
+             for task_uuid, (prompt_id, key) in last.items()],
         )
-    return existing
+    return sum(task_uuid in existing for task_uuid in parsed), parsed.count(None)
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -198,19 +337,22 @@ class StampWriter:
         self.engine = engine
         self.agent_id = agent_id
         self.queue_limit = queue_limit
+        self._slot_limit = 3 * queue_limit  # the queue holds three slots per stamp
         self.batch_size = batch_size
         self.flush_interval = flush_interval
         self._clock = clock
+        # Three slots per stamp (task_id, prompt_id, key): a queued tuple per stamp would be an object
+        # the cyclic GC traverses, and with thousands queued its collections show in the request
+        # path's p99 (measured in benchmarks/runtime_select.py). One deque for the writer's life
+        # (emptied, not replaced, by _reset), so the router may append to it directly.
+        self._pending: deque = deque()
         self._reset()
 
     def _reset(self) -> None:
         """Empty queue, zero counters, no thread. Also what a forked child starts from: the stamps
         it inherited are the parent's to write."""
-        # Three slots per stamp (task_id, prompt_id, key): a queued tuple per stamp would be an object
-        # the cyclic GC traverses, and with thousands queued its collections show in the request
-        # path's p99 (measured in benchmarks/runtime_select.py).
-        self._pending: deque = deque()
-        self._held: list[Stamp] = []  # a prepared batch that met an outage, written first next time
+        self._pending.clear()
+        self._held: StampBatch | None = None  # a batch that met an outage, written first next time
         self._stop = threading.Event()
         self._drain_lock = threading.Lock()  # one drain at a time: the thread's, or close()'s
         self._count_lock = threading.Lock()
@@ -234,13 +376,21 @@ class StampWriter:
         """Queue a stamp. Never blocks, never raises; a full queue drops the stamp (counted).
         The check and the append are each atomic under the GIL; racing threads can overshoot
         the limit by at most their number."""
-        if len(self._pending) >= 3 * self.queue_limit:
-            with self._count_lock:
-                self.dropped += 1
-            self._log.warning("dropped", "stamp queue of agent %s is full (%d): %d stamps dropped so far",
-                              self.agent_id, self.queue_limit, self.dropped)
-            return
-        self._pending.extend((task_id, prompt_id, key))  # one C call: atomic under the GIL
+        if len(self._pending) < self._slot_limit:
+            self._pending.extend((task_id, prompt_id, key))  # one C call: atomic under the GIL
+        else:
+            self.count_drop()
+
+    def queue_slots(self) -> tuple[deque, int]:
+        """The queue and its limit in slots, for a caller that inlines ``submit`` (the router)."""
+        return self._pending, self._slot_limit
+
+    def count_drop(self) -> None:
+        """A stamp ``submit`` found no room for: counted, and logged at most once a minute."""
+        with self._count_lock:
+            self.dropped += 1
+        self._log.warning("dropped", "stamp queue of agent %s is full (%d): %d stamps dropped so far",
+                          self.agent_id, self.queue_limit, self.dropped)
 
     # ---------------------------------------------------------- writer thread
 
@@ -265,13 +415,11 @@ class StampWriter:
         if not self._drain_lock.acquire(timeout=wait):
             return False
         try:
-            while self._held or self._pending:
-                if self._held:
-                    batch, self._held = self._held, []
+            while self._held is not None or self._pending:
+                if self._held is not None:
+                    batch, self._held = self._held, None
                 else:
-                    popleft = self._pending.popleft
-                    batch = self._prepare([(popleft(), popleft(), popleft())
-                                           for _ in range(min(self.batch_size, len(self._pending) // 3))])
+                    batch = self._take(min(self.batch_size, len(self._pending) // 3))
                 self._in_flight = len(batch)
                 written = self._write_with_retry(batch, retry=retry, deadline=deadline)
                 self._in_flight = 0
@@ -282,7 +430,13 @@ class StampWriter:
         finally:
             self._drain_lock.release()
 
-    def _write_with_retry(self, stamps: list[Stamp], *, retry: bool, deadline: float | None) -> bool:
+    def _take(self, count: int) -> StampBatch:
+        """The oldest ``count`` stamps off the queue, as columns (no object per stamp)."""
+        popleft = self._pending.popleft
+        slots = [popleft() for _ in range(3 * count)]
+        return StampBatch(slots[0::3], slots[1::3], slots[2::3])
+
+    def _write_with_retry(self, stamps: StampBatch, *, retry: bool, deadline: float | None) -> bool:
         attempt = 0
         while True:
             try:
@@ -307,34 +461,24 @@ class StampWriter:
                 if self._stop.wait(wait):  # close() takes over with its own deadline
                     return False
 
-    def _prepare(self, batch: list[tuple[Any, str, Any]]) -> list[Stamp]:
-        """Queued (task_id, prompt_id, key) as stamps; task ids that are not UUIDs are counted and left out."""
-        stamps = []
-        for task_id, prompt_id, key in batch:
-            task_uuid = as_task_uuid(task_id)
-            if task_uuid is None:
-                self.unknown_task += 1
-                self._log.warning("bad-task-id", "stamp of agent %s names a task id that is not a UUID (%s); not written",
-                                  self.agent_id, type(task_id).__name__)
-                continue
-            stamps.append(Stamp(task_uuid, prompt_id, unit_of(key)))
-        return stamps
-
-    def _write(self, stamps: list[Stamp]) -> None:
+    def _write(self, stamps: StampBatch) -> None:
         if not stamps:
             return
         with write_transaction(for_agent(self.engine, self.agent_id)) as connection:
             outcome = write_stamps(connection, self.agent_id, stamps, now=self._clock(),
                                    known_own_prompt_ids=self._own_prompt_ids)
         self._own_prompt_ids = outcome.own_prompt_ids
-        self.written += len(outcome.written)
+        self.written += outcome.written
         if outcome.foreign_prompt:
-            self.refused_foreign_prompt += len(outcome.foreign_prompt)
+            self.refused_foreign_prompt += outcome.foreign_prompt
             self._log.warning("foreign", "refused %d stamps of agent %s naming a prompt that is not the agent's (e.g. %r)",
-                              self.refused_foreign_prompt, self.agent_id, outcome.foreign_prompt[0].prompt_id[:80])
+                              self.refused_foreign_prompt, self.agent_id, outcome.foreign_example)
+        if outcome.malformed_task_id:
+            self._log.warning("bad-task-id", "%d stamps of agent %s in this batch name a task id that is not a UUID; not written",
+                              outcome.malformed_task_id, self.agent_id)
         if outcome.unknown_task:
-            self.unknown_task += len(outcome.unknown_task)
-            self._log.warning("unknown-task", "%d stamps of agent %s name a task not in its schema; not written",
+            self.unknown_task += outcome.unknown_task
+            self._log.warning("unknown-task", "%d stamps of agent %s name a task not in its schema or not a UUID; not written",
                               self.unknown_task, self.agent_id)
 
     def close(self, timeout: float = CLOSE_TIMEOUT_S) -> None:
@@ -352,11 +496,11 @@ class StampWriter:
                      else f"a backlog not written within the close timeout ({timeout:g} s)")
             logger.warning("stamp writer of agent %s closed with %s: %d stamps not written", self.agent_id, cause, lost)
             self._pending.clear()
-            self._held = []
+            self._held = None
         self._stop.set()
 
     def pending_count(self) -> int:
-        return len(self._pending) // 3 + len(self._held) + self._in_flight
+        return len(self._pending) // 3 + len(self._held or ()) + self._in_flight
 
     def counters(self) -> dict[str, Any]:
         return {

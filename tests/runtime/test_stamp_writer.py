@@ -140,7 +140,7 @@ def test_a_backlog_left_at_close_is_reported_as_a_backlog_not_an_outage(engine, 
     prompt = PromptStore(engine).bootstrap("bot", "v1")
     task_ids = [make_task(engine) for _ in range(1_500)]
     writer = StampWriter(engine, "bot", batch_size=100, flush_interval=0.01)
-    slow = lambda *_args: time.sleep(0.05) if _args[2].lstrip().upper().startswith("UPDATE") else None  # noqa: E731
+    slow = lambda *_args: time.sleep(0.05) if "UPDATE" in _args[2].upper() else None  # noqa: E731  # the stamp statement
     event.listen(engine, "before_cursor_execute", slow)
     try:
         for index, task_id in enumerate(task_ids):
@@ -156,3 +156,142 @@ def test_a_backlog_left_at_close_is_reported_as_a_backlog_not_an_outage(engine, 
     assert writer.last_error is None
     [warning] = [r.getMessage() for r in caplog.records if "closed with" in r.getMessage()]
     assert "close timeout (0.3 s)" in warning and "unreachable" not in warning
+
+
+# --------------------------------------- what PostgreSQL casts, hashes and matches for the writer
+
+
+class _Unprintable:
+    def __str__(self):
+        raise RuntimeError("no text")
+
+
+KEYS_BY_PATH = {
+    # one join into an array literal: plain text, however odd, with nothing to escape
+    "literal": ["ctx-1", "", " spaced ", "ü日本🎉", "com,ma {brace} NULL", "NULL", "tab\tnew\nline"],
+    # a quote or a backslash: the list is sent item by item
+    "quoted": ['quo"te', "back\\slash", 'both \\" here', "plain"],
+    # not text: key_text() of each (None and a str() that raises: no unit)
+    "not text": [uuid.UUID(int=7), 12345, None, _Unprintable(), "text too"],
+    # a NUL or a lone surrogate cannot be sent as text: the whole batch is hashed in Python
+    "hashed here": ["nul\x00inside", "lone \ud800 surrogate", "fine"],
+}
+
+
+@pytest.mark.parametrize("path", list(KEYS_BY_PATH))
+def test_every_key_gets_the_unit_unit_of_gives_it(engine, path):
+    prompt = PromptStore(engine).bootstrap("bot", "v1")
+    keys = KEYS_BY_PATH[path]
+    task_ids = [make_task(engine) for _ in keys]
+    with PromptRouter(engine, agent_id="bot", default_prompt=CODE_PROMPT, start=False) as router:
+        router.refresh()
+        choice = router.select()
+        for task_id, key in zip(task_ids, keys):
+            router.stamp_task(task_id, choice, key=key)
+        assert router.flush_stamps()
+        assert router.status()["stamps_written"] == len(keys)
+    stamped = stamps_by_task(engine)
+    assert [stamped[task_id] for task_id in task_ids] == [(prompt.id, unit_of(key)) for key in keys]
+
+
+def test_task_ids_in_every_form_uuid_reads_are_stamped_and_the_rest_counted(engine):
+    prompt = PromptStore(engine).bootstrap("bot", "v1")
+    real = [make_task(engine) for _ in range(6)]
+    forms = [real[0], str(real[1]), str(real[2]).upper(), "{%s}" % real[3], f"urn:uuid:{real[4]}", real[5].hex]
+    not_uuids = ["not-a-uuid", 42, None, "g" * 36, str(real[0])[:-1]]
+    unknown = [uuid.uuid4(), str(uuid.uuid4())]
+    with PromptRouter(engine, agent_id="bot", default_prompt=CODE_PROMPT, start=False) as router:
+        router.refresh()
+        choice = router.select()
+        for task_id in forms + not_uuids + unknown:  # one mixed batch
+            router.stamp_task(task_id, choice, key="k")
+        assert router.flush_stamps()
+        status = router.status()
+    assert (status["stamps_written"], status["stamps_unknown_task"]) == (len(forms), len(not_uuids) + len(unknown))
+    assert all(stamps_by_task(engine)[task_id] == (prompt.id, unit_of("k")) for task_id in real)
+
+
+@pytest.mark.parametrize("as_text", [False, True], ids=["UUID objects", "UUID text"])
+def test_a_batch_of_one_kind_of_task_id_is_stamped_whole(engine, as_text):
+    prompt = PromptStore(engine).bootstrap("bot", "v1")
+    real = [make_task(engine) for _ in range(5)]
+    absent = [uuid.uuid4() for _ in range(2)]
+    # text that is not a UUID, among UUID text: counted, and the rest of the batch still written
+    malformed = ["not-a-uuid", str(real[0])[:-1] + "x"] if as_text else []
+    with PromptRouter(engine, agent_id="bot", default_prompt=CODE_PROMPT, start=False) as router:
+        router.refresh()
+        choice = router.select()
+        for index, task_id in enumerate(real + absent):
+            router.stamp_task(str(task_id) if as_text else task_id, choice, key=f"ctx-{index}")
+        for task_id in malformed:
+            router.stamp_task(task_id, choice, key="bad")
+        assert router.flush_stamps()
+        status = router.status()
+    assert (status["stamps_written"], status["stamps_unknown_task"], status["stamps_failed"]) == (5, 2 + len(malformed), 0)
+    stamped = stamps_by_task(engine)
+    assert [stamped[task_id] for task_id in real] == [(prompt.id, unit_of(f"ctx-{i}")) for i in range(5)]
+
+
+def test_the_last_stamp_of_a_task_in_a_batch_is_the_one_written(engine):
+    store = PromptStore(engine)
+    active = store.bootstrap("bot", "v1")
+    candidate = store.start_experiment("bot", "v2", source="test")
+    task_id, other = make_task(engine), make_task(engine)
+    with PromptRouter(engine, agent_id="bot", default_prompt=CODE_PROMPT, start=False) as router:
+        router.refresh()
+        writer = router._stamps
+        writer.submit(task_id, active.id, "first")
+        writer.submit(other, active.id, "other")
+        writer.submit(task_id, candidate.id, "second")
+        assert router.flush_stamps()
+        status = router.status()
+    assert status["stamps_written"] == 3 and status["stamps_unknown_task"] == 0
+    assert stamps_by_task(engine)[task_id] == (candidate.id, unit_of("second"))
+    assert stamps_by_task(engine)[other] == (active.id, unit_of("other"))
+
+
+def test_prompt_ids_not_the_agents_are_refused_in_a_batch_with_its_own(engine):
+    store = PromptStore(engine)
+    own = store.bootstrap("bot", "v1")
+    foreign = store.bootstrap("other-bot", "theirs")
+    task_ids = [make_task(engine) for _ in range(6)]
+    with PromptRouter(engine, agent_id="bot", default_prompt=CODE_PROMPT, start=False) as router:
+        router.refresh()
+        writer = router._stamps
+        for task_id, prompt_id in zip(task_ids, [own.id, foreign.id, "nul\x00id", ["unhashable"], 7, own.id]):
+            writer.submit(task_id, prompt_id, "k")
+        assert router.flush_stamps()
+        status = router.status()
+    assert (status["stamps_written"], status["stamps_refused_foreign_prompt"]) == (2, 4)
+    stamped = stamps_by_task(engine)
+    assert [stamped[t][0] for t in task_ids] == [own.id, None, None, None, None, own.id]
+
+
+@pytest.mark.postgres
+def test_a_batch_is_written_by_primary_key_lookups_whatever_the_statistics(postgres_engine):
+    """Just after a bulk load (no statistics yet) the planner would hash-join the batch against a
+    sequential scan of every task: a batch would cost the table's size, not its own."""
+    from benchmarks.runtime_select import insert_tasks
+
+    prompt = PromptStore(postgres_engine).bootstrap("bot", "v1")
+    task_ids = insert_tasks(postgres_engine, 20_000)
+    captured = []
+    capture = lambda _conn, _cursor, statement, parameters, *_rest: captured.append((statement, parameters)) if "UPDATE" in statement else None  # noqa: E731
+    event.listen(postgres_engine, "before_cursor_execute", capture)
+    try:
+        with PromptRouter(postgres_engine, agent_id="bot", default_prompt=CODE_PROMPT, start=False) as router:
+            router.refresh()
+            for index, task_id in enumerate(task_ids[:500]):
+                router.stamp_task(task_id, router.select(), key=f"ctx-{index}")
+            assert router.flush_stamps() and router.status()["stamps_written"] == 500
+    finally:
+        event.remove(postgres_engine, "before_cursor_execute", capture)
+    [(statement, parameters)] = captured
+    explained = statement.replace("WITH s AS", "EXPLAIN WITH s AS", 1)
+    with postgres_engine.connect() as connection:
+        cursor = connection.connection.dbapi_connection.cursor()
+        cursor.execute(explained, parameters)
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+        connection.rollback()
+    assert "Seq Scan on tasks" not in plan and "tasks_pkey" in plan, plan
+    assert stamps_by_task(postgres_engine)[task_ids[0]] == (prompt.id, unit_of("ctx-0"))
