@@ -295,3 +295,20 @@ def test_one_candidate_text_splits_users_the_same_way_and_another_text_different
     first, again, other = users_of("v2"), users_of("v2"), users_of("v3")
     assert first == again and abs(len(first) / len(keys) - 0.2) < 0.02
     assert len(first & other) < 0.35 * len(first)  # ~20 % overlap by chance, not the same users
+
+
+def test_select_buckets_every_key_as_bucket_of_does(engine):
+    """select() hashes with a copy of the snapshot's salted hasher; the bucket is bucket_of's."""
+    from bindu_runtime.router import experiment_salt, key_text
+
+    store = PromptStore(engine)
+    store.bootstrap("bot", "v1")
+    candidate = store.start_experiment("bot", "v2", source="test")
+    with PromptRouter(engine, agent_id="bot", default_prompt="code", start=False) as router:
+        router.refresh()
+        share = router._snapshot.candidate_buckets
+        salt = experiment_salt("bot", "v2")
+        keys = [f"ctx-{i}" for i in range(3_000)] + ["", "ü日本🎉", "lone \ud800", "nul\x00", 12345, uuid.UUID(int=3)]
+        served = {repr(key): router.select(key).prompt_id == candidate.id for key in keys}
+    assert served == {repr(key): bucket_of(key_text(key), salt) < share for key in keys}
+    assert 0 < sum(served.values()) < len(keys)
