@@ -60,9 +60,8 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def _tree_rss_mb(field: str = "VmRSS:", file: str = "status") -> float:
-    """RSS (or, with ``"Pss:", "smaps_rollup"``, PSS: shared pages split between their users) of
-    this process and all its descendants now (from /proc), in MB."""
+def _tree_pids() -> list[int]:
+    """This process and all its descendants now (from /proc)."""
     children: dict[int, list[int]] = defaultdict(list)
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -72,10 +71,19 @@ def _tree_rss_mb(field: str = "VmRSS:", file: str = "status") -> float:
                 children[ppid].append(int(entry))
             except (OSError, ValueError, IndexError):
                 continue
-    total, todo = 0, [os.getpid()]
+    pids, todo = [], [os.getpid()]
     while todo:
         pid = todo.pop()
+        pids.append(pid)
         todo.extend(children.get(pid, []))
+    return pids
+
+
+def _tree_rss_mb(pids: list[int], field: str = "VmRSS:", file: str = "status") -> float:
+    """RSS (or, with ``"Pss:", "smaps_rollup"``, PSS: shared pages split between their users) of
+    ``pids`` now, in MB."""
+    total = 0
+    for pid in pids:
         try:
             with open(f"/proc/{pid}/{file}") as f:
                 for line in f:
@@ -87,13 +95,26 @@ def _tree_rss_mb(field: str = "VmRSS:", file: str = "status") -> float:
     return total / 1024
 
 
+def _cpu_of(pid: int) -> float | None:
+    """User + system CPU seconds of ``pid`` so far (None once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 class TreePeak:
-    """Peak RSS of the whole process tree (this process + worker processes), sampled every 0.1 s."""
+    """Peak RSS of the whole process tree (this process + worker processes), sampled every 0.1 s,
+    and its CPU seconds (each process's last sample: worker processes of a fork server are not
+    this process's children, so ``RUSAGE_CHILDREN`` would miss them)."""
 
     def __enter__(self) -> "TreePeak":
         import threading
 
         self.peak = self.peak_pss = 0.0
+        self._cpu: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -101,13 +122,26 @@ class TreePeak:
 
     def _run(self) -> None:
         while not self._stop.wait(0.1):
-            self.peak = max(self.peak, _tree_rss_mb())
-            self.peak_pss = max(self.peak_pss, _tree_rss_mb("Pss:", "smaps_rollup"))
+            self._sample()
+
+    def _sample(self) -> None:
+        pids = _tree_pids()
+        self.peak = max(self.peak, _tree_rss_mb(pids))
+        self.peak_pss = max(self.peak_pss, _tree_rss_mb(pids, "Pss:", "smaps_rollup"))
+        for pid in pids:
+            cpu = _cpu_of(pid)
+            if cpu is not None:
+                self._cpu[pid] = cpu
+
+    @property
+    def cpu_seconds(self) -> float:
+        return round(sum(self._cpu.values()), 1)
 
     def __exit__(self, *exc) -> None:
+        self._sample()
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, _tree_rss_mb(), peak_rss_mb())
+        self.peak = max(self.peak, peak_rss_mb())
 
 
 # ---------------------------------------------------------------- data loading ------------------
@@ -228,7 +262,7 @@ def run_dagster(url: str, chunk_size: int, workers: int) -> dict:
                                                  chunk_size=chunk_size, workers=workers),
         )
         seconds = time.perf_counter() - started
-        shutdown_workers()  # so that their CPU time is counted
+        shutdown_workers()
     assert result.success
     meta = {e.asset_key.path[-1]: {k: v.value for k, v in e.materialization.metadata.items()}
             for e in result.get_asset_materialization_events()}
@@ -242,7 +276,7 @@ def run_dagster(url: str, chunk_size: int, workers: int) -> dict:
             "golden_rows": meta["golden_dataset"]["dagster/row_count"], "seconds": seconds,
             "fingerprint": meta["golden_dataset"]["fingerprint"], "peak_rss_mb": peak.peak, "peak_pss_mb": peak.peak_pss,
             "drops": {k: v for k, v in sorted(drops.items()) if v}, "checks": checks, "steps": steps,
-            "cpu_seconds": _cpu_seconds()}
+            "cpu_seconds": peak.cpu_seconds}
 
 
 def _cpu_seconds() -> float:
@@ -349,7 +383,8 @@ def main() -> int:
         "ephemeral instance), N worker processes",
         "peak RSS: each approach in its own subprocess; dagster: the whole process tree (main + workers, /proc "
         "sampled every 0.1 s); streaming, N workers: main + N x the largest worker's ru_maxrss (an upper bound); "
-        "others ru_maxrss; CPU s: user + system of the subprocess and its workers (less load-dependent than seconds)",
+        "others ru_maxrss; CPU s: user + system of the subprocess and its workers (dagster: of its process tree, "
+        "sampled from /proc), less load-dependent than seconds",
         "x seed: tasks/s over the seed's way in the same run",
         "",
         f"{'approach':<24}{'tasks':>11}{'golden rows':>13}{'seconds':>10}{'tasks/s':>10}{'x seed':>8}{'peak RSS MB':>13}{'CPU s':>8}",
