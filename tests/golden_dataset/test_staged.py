@@ -66,6 +66,9 @@ def test_assets_give_build_golden_datasets_rows_and_drop_counts(demo, engine, tm
     assert list(golden.columns) == GOLDEN_COLUMNS
     assert _normalized(golden.itertuples(index=False, name=None)) == _normalized(expected_rows)
     assert pq.ParquetFile(_stored(result, "raw_tasks")["path"].value).num_row_groups > 4
+    # The checks are judged per agent: each evaluation belongs to the run's partition.
+    evaluations = result.get_asset_check_evaluations()
+    assert len(evaluations) == 5 and {e.partition for e in evaluations} == {AGENT}
     # Drop counts stage by stage: the assets' metadata against the one-pass run's reports.
     feedback = _stored(result, "normalized_feedback")
     assert feedback["dropped_by_reason"].value == expected.reports["feedback"]["dropped"]
