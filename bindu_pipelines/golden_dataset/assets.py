@@ -12,6 +12,7 @@ The assets only wire and report: every rule lives in the Dagster-free modules be
 (``feedback``, ``history``, ``strategies``, ``extractor``, ``quality``, ``dataset``, ``stages``).
 """
 
+import shutil
 import tempfile
 from collections.abc import Iterator
 
@@ -109,59 +110,64 @@ def golden_dataset_stages(
     agent_id = context.partition_key
     options = config.options()
     # Written beside nothing else; the Parquet IO manager moves each finished file into its storage.
-    paths = stage_paths(tempfile.mkdtemp(prefix="bindu-golden-dataset-"))
-    with bindu_db.failing_cleanly(f"reading the tasks of agent {agent_id!r}"):
-        run = write_golden_stages(bindu_db.engine(), agent_id, paths, options,
-                                  chunk_size=config.chunk_size, workers=config.worker_count())
+    directory = tempfile.mkdtemp(prefix="bindu-golden-dataset-")
+    paths = stage_paths(directory)
+    try:
+        with bindu_db.failing_cleanly(f"reading the tasks of agent {agent_id!r}"):
+            run = write_golden_stages(bindu_db.engine(), agent_id, paths, options,
+                                      chunk_size=config.chunk_size, workers=config.worker_count())
 
-    yield dg.MaterializeResult(
-        asset_key=RAW_TASKS, value=run.raw_tasks.table,
-        metadata=output_metadata(
-            run.raw_tasks, RAW_TASK_COLUMNS, ["id", "prompt_id", "history"],
-            agent_id=agent_id,
-            since=str(options.since) if options.since else "all time",
-            query_limit=options.limit or 0,
-        ),
-    )
-    feedback = run.normalized_feedback
-    yield dg.MaterializeResult(
-        asset_key=NORMALIZED_FEEDBACK, value=feedback.table,
-        metadata=output_metadata(
-            feedback, FEEDBACK_COLUMNS, FEEDBACK_COLUMNS,
-            tasks_with_score=feedback.rows,
-            tasks_without_valid_feedback=feedback.extra["tasks"] - feedback.rows,
-            by_type=dg.MetadataValue.json({str(k): int(v) for k, v in sorted(feedback.extra["by_type"].items())}),
-        ),
-    )
-    report = run.extracted_interactions.reports[0]
-    pii = {k.split(".", 1)[1]: v for k, v in sorted(report.notes.items()) if k.startswith("pii_scrubbed.")}
-    yield dg.MaterializeResult(
-        asset_key=EXTRACTED_INTERACTIONS, value=run.extracted_interactions.table,
-        metadata=output_metadata(
-            run.extracted_interactions, INTERACTION_COLUMNS, ["id", "user_input", "agent_output", "feedback_score"],
-            strategy=repr(parse_strategy(config.strategy)),
-            pii_scrubbing="on" if config.scrub_pii else "off",
-            pii_scrubbed=dg.MetadataValue.json(pii),
-            pii_scrubbed_total=sum(pii.values()),
-        ),
-    )
-    golden = run.golden_dataset
-    histogram, mean, splits = score_histogram_of(golden.table)
-    yield dg.MaterializeResult(
-        asset_key=GOLDEN_DATASET, value=golden.table,
-        metadata=output_metadata(
-            golden, GOLDEN_COLUMNS, ["id", "user_input", "agent_output", "feedback_score", "split"],
-            train_rows=splits[TRAIN],
-            validation_rows=splits[VALIDATION],
-            mean_feedback_score=round(mean, 4) if mean == mean else mean,
-            score_histogram=dg.MetadataValue.json(histogram),
-            score_distribution=dg.MetadataValue.md(markdown_table(["score", "rows"], [[k, v] for k, v in histogram.items()])),
-            strategy=repr(parse_strategy(config.strategy)),
-            require_feedback=config.require_feedback,
-            min_feedback_threshold=config.min_feedback_threshold,
-        ),
-        check_results=golden_dataset_check_results(context, config, run.facts, mean),
-    )
+        yield dg.MaterializeResult(
+            asset_key=RAW_TASKS, value=run.raw_tasks.table,
+            metadata=output_metadata(
+                run.raw_tasks, RAW_TASK_COLUMNS, ["id", "prompt_id", "history"],
+                agent_id=agent_id,
+                since=str(options.since) if options.since else "all time",
+                query_limit=options.limit or 0,
+            ),
+        )
+        feedback = run.normalized_feedback
+        yield dg.MaterializeResult(
+            asset_key=NORMALIZED_FEEDBACK, value=feedback.table,
+            metadata=output_metadata(
+                feedback, FEEDBACK_COLUMNS, FEEDBACK_COLUMNS,
+                tasks_with_score=feedback.rows,
+                tasks_without_valid_feedback=feedback.extra["tasks"] - feedback.rows,
+                by_type=dg.MetadataValue.json({str(k): int(v) for k, v in sorted(feedback.extra["by_type"].items())}),
+            ),
+        )
+        report = run.extracted_interactions.reports[0]
+        pii = {k.split(".", 1)[1]: v for k, v in sorted(report.notes.items()) if k.startswith("pii_scrubbed.")}
+        yield dg.MaterializeResult(
+            asset_key=EXTRACTED_INTERACTIONS, value=run.extracted_interactions.table,
+            metadata=output_metadata(
+                run.extracted_interactions, INTERACTION_COLUMNS, ["id", "user_input", "agent_output", "feedback_score"],
+                strategy=repr(parse_strategy(config.strategy)),
+                pii_scrubbing="on" if config.scrub_pii else "off",
+                pii_scrubbed=dg.MetadataValue.json(pii),
+                pii_scrubbed_total=sum(pii.values()),
+            ),
+        )
+        golden = run.golden_dataset
+        histogram, mean, splits = score_histogram_of(golden.table)
+        yield dg.MaterializeResult(
+            asset_key=GOLDEN_DATASET, value=golden.table,
+            metadata=output_metadata(
+                golden, GOLDEN_COLUMNS, ["id", "user_input", "agent_output", "feedback_score", "split"],
+                train_rows=splits[TRAIN],
+                validation_rows=splits[VALIDATION],
+                mean_feedback_score=round(mean, 4) if mean == mean else mean,
+                score_histogram=dg.MetadataValue.json(histogram),
+                score_distribution=dg.MetadataValue.md(markdown_table(["score", "rows"], [[k, v] for k, v in histogram.items()])),
+                strategy=repr(parse_strategy(config.strategy)),
+                require_feedback=config.require_feedback,
+                min_feedback_threshold=config.min_feedback_threshold,
+            ),
+            check_results=golden_dataset_check_results(context, config, run.facts, mean),
+        )
+    finally:
+        # Each file has been handed to the IO manager by now, or the run failed: nothing to keep.
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 ASSET_NAMES = GOLDEN_DATASET_ASSETS

@@ -134,3 +134,24 @@ def test_the_checks_fail_on_what_the_facts_report():
     unscored = GoldenFacts(rows=5, missing_scores=2)
     assert scores_in_range(GoldenDatasetConfig(), unscored).passed is False
     assert scores_in_range(GoldenDatasetConfig(require_feedback=False), unscored).passed is True
+
+
+def test_the_step_leaves_no_working_directory_behind(demo, tmp_path, monkeypatch):
+    import tempfile
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where the step makes its working directory
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(agent_partitions.name, [AGENT])
+        result = dg.materialize(
+            golden_dataset_assets, partition_key=AGENT, instance=instance,
+            resources={"bindu_db": BinduDatabase(url=demo),
+                       "parquet_io_manager": ParquetIOManager(base_dir=str(tmp_path / "parquet"))},
+            # One process: a fork server would put its socket under the patched directory too.
+            run_config=golden_dataset_run_config(**OPTIONS, workers=1),
+        )
+    assert result.success
+    stored = [_stored(result, asset)["path"].value for asset in ("raw_tasks", "golden_dataset")]
+    assert all(pq.ParquetFile(path).metadata.num_rows > 0 for path in stored)
+    assert [p.name for p in scratch.iterdir() if p.name.startswith("bindu-golden-dataset-")] == []
