@@ -55,6 +55,14 @@ class ExperimentActive(ExperimentRunning, RuntimeError):
     """The seed's guard: the agent has a candidate in its canary, so no training now (a RuntimeError, as in the seed)."""
 
 
+# Golden dataset.
+
+
+class WorkerProcessDied(RuntimeError):
+    """A worker process of the golden dataset died mid-run (killed, out of memory): the run
+    fails and writes nothing; the next run starts new workers."""
+
+
 # Canary.
 
 

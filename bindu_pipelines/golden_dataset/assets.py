@@ -20,6 +20,7 @@ import dagster as dg
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from bindu_pipelines.errors import WorkerProcessDied
 from bindu_pipelines.names import (
     EXTRACTED_INTERACTIONS,
     GOLDEN_DATASET,
@@ -114,8 +115,11 @@ def golden_dataset_stages(
     paths = stage_paths(directory)
     try:
         with bindu_db.failing_cleanly(f"reading the tasks of agent {agent_id!r}"):
-            run = write_golden_stages(bindu_db.engine(), agent_id, paths, options,
-                                      chunk_size=config.chunk_size, workers=config.worker_count())
+            try:
+                run = write_golden_stages(bindu_db.engine(), agent_id, paths, options,
+                                          chunk_size=config.chunk_size, workers=config.worker_count())
+            except WorkerProcessDied as error:
+                raise dg.Failure(description=f"building the golden dataset of agent {agent_id!r}: {error}") from error
 
         yield dg.MaterializeResult(
             asset_key=RAW_TASKS, value=run.raw_tasks.table,

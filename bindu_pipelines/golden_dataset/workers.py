@@ -16,6 +16,8 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from bindu_pipelines.errors import WorkerProcessDied
+
 _pools: dict[int, Any] = {}
 _worker_states: dict[str, Any] = {}
 
@@ -90,9 +92,11 @@ def in_order(function: Callable, jobs: Iterable[tuple], make_state: Callable[[],
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
-    except BrokenProcessPool:
-        _pools.pop(workers, None)  # a worker died (killed, out of memory): the next run starts a new pool
-        raise
+    except BrokenProcessPool as error:
+        _pools.pop(workers, None)  # the next run starts a new pool
+        raise WorkerProcessDied(
+            "a worker process died mid-run (killed, or out of memory); nothing was written, the next run starts new workers"
+        ) from error
     finally:
         for future in pending:
             future.cancel()

@@ -155,3 +155,19 @@ def test_the_step_leaves_no_working_directory_behind(demo, tmp_path, monkeypatch
     stored = [_stored(result, asset)["path"].value for asset in ("raw_tasks", "golden_dataset")]
     assert all(pq.ParquetFile(path).metadata.num_rows > 0 for path in stored)
     assert [p.name for p in scratch.iterdir() if p.name.startswith("bindu-golden-dataset-")] == []
+
+
+def test_a_worker_that_dies_fails_the_run_with_one_line_and_the_next_run_gets_new_workers():
+    import os
+    import signal
+
+    from bindu_pipelines.errors import WorkerProcessDied
+    from bindu_pipelines.golden_dataset.workers import in_order
+
+    # Each job runs function(state, *job) in a worker, state = make_state(): os.kill(own pid, SIGKILL).
+    with pytest.raises(WorkerProcessDied) as died:
+        list(in_order(os.kill, [(signal.SIGKILL,)], os.getpid, 2))
+    assert "worker process died" in str(died.value) and "\n" not in str(died.value)
+    # A new pool: the jobs run in processes other than this one.
+    pids = list(in_order(max, [(0,), (0,), (0,)], os.getpid, 2))
+    assert len(pids) == 3 and os.getpid() not in pids
