@@ -5,12 +5,12 @@ Stages, in the seed's order, each reporting rows in / out and drops by reason:
     fetch -> feedback (normalise) -> extract (strategy + PII scrub) -> quality (require_feedback,
     threshold) -> validate -> deduplicate -> split (train / validation)
 
-``GoldenDatasetPipeline`` holds the per-row stage functions and their reports. They run in two
-arrangements of the same reading (``fetch.py``) and the same worker processes: ``stages.py``
-runs them as four file-to-file stages (what the Dagster assets of the daily job run, Parquet
-streamed from stage to stage), ``stream_golden_dataset`` in one pass over a streamed read; both
-keep memory bounded by the batch size and give the same rows and drop counts (tested).
-``build_golden_dataset`` is the seed's async API on the one-pass arrangement.
+``GoldenDatasetPipeline`` holds the per-row stage functions and their reports. Both readers of
+the tasks run them over the same batches (``fetch.iter_task_batches``) with the same worker
+processes (``workers.py``): ``stages.write_golden_stages`` writes every stage's rows to its own
+Parquet file (what the Dagster assets of the daily job run), ``stream_golden_dataset`` keeps only
+the golden rows. Both hold a few batches in memory (plus the deduplicator's digests) and give the
+same rows and drop counts (tested). ``build_golden_dataset`` is the seed's async API on the latter.
 """
 
 from __future__ import annotations

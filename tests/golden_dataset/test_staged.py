@@ -1,8 +1,8 @@
 """The assets the schedule runs give exactly what ``build_golden_dataset`` gives.
 
 The four assets (raw_tasks -> normalized_feedback -> extracted_interactions -> golden_dataset)
-stream Parquet from stage to stage; ``build_golden_dataset`` / ``collect_golden_dataset`` run
-the same stage functions in one pass. On the demo data (with its malformed rows and feedback),
+are written in one pass, a Parquet file each; ``build_golden_dataset`` / ``collect_golden_dataset``
+run the same stage functions and keep only the golden rows. On the demo data (with its malformed rows and feedback),
 on SQLite and PostgreSQL, both give the same golden rows in the same order and the same drop
 counts per stage, with and without worker processes.
 """
@@ -58,7 +58,7 @@ def test_assets_give_build_golden_datasets_rows_and_drop_counts(demo, engine, tm
             instance=instance,
             resources={"bindu_db": BinduDatabase(url=demo),
                        "parquet_io_manager": ParquetIOManager(base_dir=str(tmp_path / "parquet"))},
-            # Batches of 30 tasks: several row groups per stage, and worker processes.
+            # Batches of 30 tasks: several row groups per file, and worker processes.
             run_config=golden_dataset_run_config(**OPTIONS, chunk_size=30, workers=2),
         )
         assert result.success
