@@ -240,7 +240,6 @@ class PromptRouter:
         self._feedback = FeedbackCollector(self.engine, agent_id=self.agent_id)
         stamp_options = {} if stamp_queue_limit is None else {"queue_limit": stamp_queue_limit}
         self._stamps = StampWriter(self.engine, self.agent_id, **stamp_options)
-        self._stamp_queue, self._stamp_slots = self._stamps.queue_slots()  # the same deque for the writer's life
         self._workers = _Workers(self.engine, owns_engine, self._stamps)
         self._finalizer = weakref.finalize(self, self._workers.shut_down)
         self._bootstrap = bootstrap
@@ -281,11 +280,8 @@ class PromptRouter:
         counts a prompt that is not this agent's and a task that is not in the agent's schema;
         see ``status()``. ``FeedbackCollector.stamp_task_prompt`` is the synchronous form."""
         prompt_id = getattr(choice, "prompt_id", None)
-        if prompt_id is not None:  # StampWriter.submit, inlined: one Python call less per request
-            if len(self._stamp_queue) < self._stamp_slots:
-                self._stamp_queue.extend((task_id, prompt_id, key))  # one C call: atomic under the GIL
-            else:
-                self._stamps.count_drop()
+        if prompt_id is not None:
+            self._stamps.submit(task_id, prompt_id, key)
 
     def flush_stamps(self, timeout: float = 5.0) -> bool:
         """Write the queued stamps now (retrying an outage until ``timeout``); True when all are written."""

@@ -343,8 +343,7 @@ class StampWriter:
         self._clock = clock
         # Three slots per stamp (task_id, prompt_id, key): a queued tuple per stamp would be an object
         # the cyclic GC traverses, and with thousands queued its collections show in the request
-        # path's p99 (measured in benchmarks/runtime_select.py). One deque for the writer's life
-        # (emptied, not replaced, by _reset), so the router may append to it directly.
+        # path's p99 (measured in benchmarks/runtime_select.py).
         self._pending: deque = deque()
         self._reset()
 
@@ -380,10 +379,6 @@ class StampWriter:
             self._pending.extend((task_id, prompt_id, key))  # one C call: atomic under the GIL
         else:
             self.count_drop()
-
-    def queue_slots(self) -> tuple[deque, int]:
-        """The queue and its limit in slots, for a caller that inlines ``submit`` (the router)."""
-        return self._pending, self._slot_limit
 
     def count_drop(self) -> None:
         """A stamp ``submit`` found no room for: counted, and logged at most once a minute."""
