@@ -64,7 +64,7 @@ class GoldenDatasetConfig(dg.ConfigurableResource):
         return self.workers or min(os.cpu_count() or 1, 4)
 
 
-# The one instance every golden dataset asset and check declares (Dagster requires one object per key).
+# The one instance the golden dataset's step declares (Dagster requires one object per resource key).
 golden_dataset_options = GoldenDatasetConfig()
 OPTIONS_RESOURCE = {GOLDEN_DATASET_OPTIONS: golden_dataset_options}
 

@@ -6,7 +6,7 @@ Stages, in the seed's order, each reporting rows in / out and drops by reason:
     threshold) -> validate -> deduplicate -> split (train / validation)
 
 ``GoldenDatasetPipeline`` holds the per-row stage functions and their reports. Both readers of
-the tasks run them over the same batches (``fetch.iter_task_batches``) with the same worker
+the tasks run them over the same batches (``task_batches``) with the same worker
 processes (``workers.py``): ``stages.write_golden_stages`` writes every stage's rows to its own
 Parquet file (what the Dagster assets of the daily job run), ``stream_golden_dataset`` keeps only
 the golden rows. Both hold a few batches in memory (plus the deduplicator's digests) and give the
@@ -38,7 +38,9 @@ from .fetch import (
     RawTask,
     decode_feedback_rows,
     decode_task_block,
-    iter_task_batches,
+    iter_agent_task_blocks,
+    iter_agent_task_fields,
+    read_ahead,
 )
 from .history import DEFAULT_MAX_MESSAGE_CHARS
 from .models import Interaction
@@ -128,6 +130,32 @@ class StageReport:
             "dropped": dict(sorted(self.drops.items())),
             **({"notes": dict(sorted(self.notes.items()))} if self.notes else {}),
         }
+
+
+@contextlib.contextmanager
+def cyclic_gc_paused() -> Iterator[None]:
+    """The cyclic collector off for a batch: the stages make no reference cycles, so it would only
+    walk the batch's short-lived objects again and again."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def task_batches(engine: "sa.Engine", agent_id: str, options: "GoldenDatasetOptions", chunk_size: int) -> Iterator[tuple[int, bytes | list[tuple]]]:
+    """The tasks ``options`` select, as ``(row count, batch)`` pairs read ahead in the background:
+    COPY blocks on PostgreSQL (``iter_agent_task_blocks``), else (SQLite, or contexts rebuilt
+    across tasks) lists of ``iter_agent_task_fields`` tuples. The stages take either."""
+    if engine.dialect.name == "postgresql" and not options.rebuild_context:
+        return iter_agent_task_blocks(engine, agent_id, since=options.since, until=options.until, limit=options.limit,
+                                      chunk_size=chunk_size, max_text_chars=options.max_message_chars)
+    return ((len(chunk), chunk) for chunk in read_ahead(iter_agent_task_fields(
+        engine, agent_id, since=options.since, until=options.until, limit=options.limit, chunk_size=chunk_size,
+        rebuild_context=options.rebuild_context,
+    )))
 
 
 class GoldenDatasetPipeline:
@@ -232,11 +260,18 @@ class GoldenDatasetPipeline:
         candidate = self.clean(row)
         return None if candidate is None else self.admit(candidate)
 
-    def prepare(self, task_id: str, context_id: str | None, prompt_id: str | None, history: Any, feedback: Any) -> list[Candidate]:
-        """The stateless stages for one task's fields: feedback, extract, quality, validate."""
+    def prepare_stages(
+        self, task_id: str, context_id: str | None, prompt_id: str | None, history: Any, feedback: Any
+    ) -> tuple[TaskFeedback, list[tuple], list[Candidate]]:
+        """The stateless stages for one task's fields, with what each produced: the feedback
+        score, the interaction rows, the clean candidates."""
         scored = self.normalize_feedback(feedback)
         rows = self.extract(task_id, history, scored.score, scored.feedback_type, context_id, prompt_id)
-        return [candidate for candidate in map(self.clean, rows) if candidate is not None]
+        return scored, rows, [candidate for candidate in map(self.clean, rows) if candidate is not None]
+
+    def prepare(self, task_id: str, context_id: str | None, prompt_id: str | None, history: Any, feedback: Any) -> list[Candidate]:
+        """The stateless stages for one task's fields: feedback, extract, quality, validate."""
+        return self.prepare_stages(task_id, context_id, prompt_id, history, feedback)[2]
 
     def prepare_chunk(self, chunk: list[tuple] | bytes) -> tuple[list[tuple], list[bytes]]:
         """The stateless stages for a chunk of tasks (field tuples, or a COPY block of them): the
@@ -246,16 +281,9 @@ class GoldenDatasetPipeline:
             chunk = decode_task_block(chunk)
         candidates: list[Candidate] = []
         prepare = self.prepare
-        # The stages make no reference cycles: the cyclic collector would only walk the chunk's
-        # short-lived objects again and again.
-        collecting = gc.isenabled()
-        gc.disable()
-        try:
+        with cyclic_gc_paused():
             for fields in chunk:
                 candidates.extend(prepare(*fields))
-        finally:
-            if collecting:
-                gc.enable()
         return [tuple(candidate) for candidate in candidates], [Fingerprint.row_digest(c.row) for c in candidates]
 
     def prepare_task(self, task: RawTask) -> list[Candidate]:
@@ -360,9 +388,7 @@ def stream_golden_dataset(
     fingerprint = Fingerprint()
     fingerprint.update([GOLDEN_COLUMNS])
     total = tasks_read = 0
-    chunks = iter_task_batches(engine, agent_id, since=opts.since, until=opts.until, limit=opts.limit,
-                               chunk_size=chunk_size, max_text_chars=opts.max_message_chars,
-                               rebuild_context=opts.rebuild_context)
+    chunks = task_batches(engine, agent_id, opts, chunk_size)
 
     def counted(source: Iterator[tuple[int, list[tuple] | bytes]]) -> Iterator[list[tuple] | bytes]:
         nonlocal tasks_read

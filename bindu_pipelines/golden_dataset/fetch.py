@@ -462,28 +462,6 @@ class _ConsumerStopped(Exception):
     """Ends a COPY early: the consumer has stopped reading."""
 
 
-def iter_task_batches(
-    engine: sa.Engine,
-    agent_id: str,
-    *,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    limit: int | None = None,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
-    max_text_chars: int | None = None,
-    rebuild_context: bool = False,
-) -> Iterator[tuple[int, bytes | list[tuple]]]:
-    """The agent's tasks as ``(row count, batch)`` pairs, read ahead in the background: COPY
-    blocks on PostgreSQL (``iter_agent_task_blocks``), else (SQLite, or contexts rebuilt across
-    tasks) lists of ``iter_agent_task_fields`` tuples. The dataset stages take either."""
-    if engine.dialect.name == "postgresql" and not rebuild_context:
-        return iter_agent_task_blocks(engine, agent_id, since=since, until=until, limit=limit,
-                                      chunk_size=chunk_size, max_text_chars=max_text_chars)
-    return ((len(chunk), chunk) for chunk in read_ahead(iter_agent_task_fields(
-        engine, agent_id, since=since, until=until, limit=limit, chunk_size=chunk_size, rebuild_context=rebuild_context,
-    )))
-
-
 def decode_task_block(block: bytes) -> list[tuple]:
     """A block of ``iter_agent_task_blocks`` as ``(id, context_id, prompt_id, history, feedback)``
     tuples of strings (None for SQL NULL)."""

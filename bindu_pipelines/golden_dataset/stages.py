@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import gc
 import hashlib
 import os
 from array import array
@@ -45,6 +44,8 @@ from .dataset import (
     GoldenDatasetOptions,
     GoldenDatasetPipeline,
     StageReport,
+    cyclic_gc_paused,
+    task_batches,
 )
 from .feedback import FEEDBACK_ON_MISSING_TASK
 from .fetch import (
@@ -52,7 +53,6 @@ from .fetch import (
     count_agent_tasks,
     count_orphan_feedback,
     decode_task_block,
-    iter_task_batches,
 )
 from .pii import find_pii
 from .quality import VALIDATION
@@ -113,9 +113,6 @@ class ParquetTable(os.PathLike):
         for batch in self.iter_batches(columns, batch_size):
             yield from zip(*(column.to_pylist() for column in batch.columns))
 
-    def read_pandas(self):
-        return pq.read_table(self.path).to_pandas()
-
 
 @dataclass
 class StageOutput:
@@ -144,11 +141,8 @@ class _Writer:
         self._writer = pq.ParquetWriter(self.partial, schema, use_dictionary=[n for n in schema.names if n in DICTIONARY_COLUMNS])
 
     def write_rows(self, rows: list[tuple], digests: list[bytes] | None = None) -> None:
-        if not rows:
-            return
-        columns = list(zip(*rows))
-        self.write_table(pa.Table.from_arrays([pa.array(c, f.type) for c, f in zip(columns, self.schema)], schema=self.schema),
-                         rows, digests)
+        if rows:
+            self.write_table(_table(rows, self.schema), rows, digests)
 
     def write_table(self, table: pa.Table, rows: list[tuple] | None = None, digests: list[bytes] | None = None) -> None:
         if table.num_rows == 0:
@@ -306,25 +300,15 @@ def _stage_batch(pipeline: GoldenDatasetPipeline, batch: bytes | list[tuple], to
     feedback_types: dict[str, int] = {}
     interactions: list[tuple] = []
     candidates: list[tuple] = []
-    normalize, extract, clean = pipeline.normalize_feedback, pipeline.extract, pipeline.clean
-    # The stages make no reference cycles: the cyclic collector would only walk the batch's
-    # short-lived objects again and again.
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
+    prepare_stages = pipeline.prepare_stages
+    with cyclic_gc_paused():
         for task_id, context_id, prompt_id, history, feedback in fields:
-            scored = normalize(feedback)
-            score, feedback_type = scored.score, scored.feedback_type
-            if score is not None:
-                feedback_rows.append((task_id, float(score), feedback_type, scored.valid_rows))
-                feedback_types[feedback_type] = feedback_types.get(feedback_type, 0) + 1
-            rows = extract(task_id, history, score, feedback_type, context_id, prompt_id)
-            if rows:
-                interactions.extend(rows)
-                for row in rows:
-                    candidate = clean(row)
-                    if candidate is not None:
-                        candidates.append(tuple(candidate))
+            scored, rows, clean = prepare_stages(task_id, context_id, prompt_id, history, feedback)
+            if scored.score is not None:
+                feedback_rows.append((task_id, float(scored.score), scored.feedback_type, scored.valid_rows))
+                feedback_types[scored.feedback_type] = feedback_types.get(scored.feedback_type, 0) + 1
+            interactions.extend(rows)
+            candidates.extend(map(tuple, clean))
         golden_rows = [row for row, _ in candidates]
         check_facts = [
             (_exact_digest(row[1], row[2]), tuple(find_pii(row[1]) + find_pii(row[2])) or None) for row in golden_rows
@@ -337,9 +321,6 @@ def _stage_batch(pipeline: GoldenDatasetPipeline, batch: bytes | list[tuple], to
             candidates, list(map(Fingerprint.row_digest, golden_rows)), check_facts,
             pipeline.reports,
         )
-    finally:
-        if collecting:
-            gc.enable()
 
 
 # --------------------------------------------------------------- the four files ------------
@@ -385,10 +366,7 @@ def write_golden_stages(
         feedback = stack.enter_context(_writing(paths[feedback_name], FEEDBACK_SCHEMA))
         extracted = stack.enter_context(_writing(paths[extracted_name], INTERACTION_SCHEMA))
         golden = stack.enter_context(_writing(paths[golden_name], GOLDEN_SCHEMA))
-        batches = iter_task_batches(engine, agent_id, since=opts.since, until=opts.until, limit=opts.limit,
-                                    chunk_size=chunk_size, max_text_chars=opts.max_message_chars,
-                                    rebuild_context=opts.rebuild_context)
-        jobs = ((batch, workers > 1) for _, batch in batches)
+        jobs = ((batch, workers > 1) for _, batch in task_batches(engine, agent_id, opts, chunk_size))
         for batch in in_order(_stage_batch, jobs, functools.partial(GoldenDatasetPipeline, opts), workers):
             tasks += batch.tasks
             merged.merge_reports({stage: batch.reports[stage] for stage in ("feedback", "extract", "quality", "validate")})

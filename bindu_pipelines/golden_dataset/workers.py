@@ -33,14 +33,15 @@ def _state_in_worker(make_state: Callable[[], Any]) -> Any:
     return state
 
 
+_malloc_trim: Callable[[int], int] | None = None  # glibc's, set in a worker process
+
+
 def _run_in_worker(function: Callable, make_state: Callable[[], Any], job: tuple) -> Any:
     try:
         return function(_state_in_worker(make_state), *job)
     finally:
-        _trim()
-
-
-_trim: Callable[[], Any] = lambda: None  # noqa: E731 (replaced in a worker where glibc has malloc_trim)
+        if _malloc_trim is not None:
+            _malloc_trim(0)  # the batch's freed memory back to the system
 
 
 def _start_worker() -> None:
@@ -49,13 +50,12 @@ def _start_worker() -> None:
     import pyarrow as pa
 
     pa.set_memory_pool(pa.system_memory_pool())
-    global _trim
+    global _malloc_trim
     try:
         import ctypes
 
-        libc = ctypes.CDLL("libc.so.6")
-        _trim = lambda: libc.malloc_trim(0)  # noqa: E731
-    except (OSError, AttributeError):
+        _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc
         pass
 
 
